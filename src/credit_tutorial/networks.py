@@ -1,0 +1,159 @@
+"""A multilayer perceptron that records what every learning rule needs.
+
+Notation (REFERENCE.md): layer ``l = 1..L`` has pre-activation ``a_l = W_l h_{l-1} + b_l`` and activity
+``h_l = f_l(a_l)``; ``h_0 = x``. Tensors are batch-major, ``(batch, n)``. A network may be an *ensemble* of K
+independent copies trained as one computation: its weights are then ``(K, n_out, n_in)`` and its activities
+``(K, batch, n)``; every formula below is written with broadcasting matrix products, so it holds for both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from . import rng
+from .activations import Activation, get_activation
+from .init import Init, as_init
+
+
+@dataclass
+class LayerRecord:
+    """One layer's forward quantities: ``presynaptic = h_{l-1}``, ``pre_activation = a_l``, ``activity = h_l``."""
+
+    presynaptic: Tensor    # (..., batch, n_{l-1})
+    pre_activation: Tensor  # (..., batch, n_l)
+    activity: Tensor       # (..., batch, n_l)
+
+
+@dataclass
+class Trace:
+    """Everything a forward pass computed, layer by layer (``layers[0]`` is layer 1)."""
+
+    layers: list[LayerRecord]
+    perturbed: bool = False  # True when noise was added: then ``activity`` is not ``f(pre_activation)``
+
+    @property
+    def output(self) -> Tensor:
+        return self.layers[-1].activity
+
+    @property
+    def input(self) -> Tensor:
+        return self.layers[0].presynaptic
+
+
+def linear(h: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``a = h Wᵀ + b`` for ``h (..., batch, n_in)``, ``W (..., n_out, n_in)``, ``b (..., n_out)``."""
+    if weight.dim() == 2:
+        return torch.nn.functional.linear(h, weight, bias)  # fused addmm on the common 2-d path
+    a = h @ weight.mT
+    return a if bias is None else a + bias.unsqueeze(-2)
+
+
+class MLP(nn.Module):
+    """Fully connected network ``sizes[0] → … → sizes[-1]`` with a hidden and an output nonlinearity.
+
+    Parameters
+    ----------
+    sizes: layer widths, input first, e.g. ``(784, 50, 20, 10)``.
+    hidden_activation, output_activation: names from :mod:`credit_tutorial.activations`.
+    bias: whether layers have biases (initialised to zero).
+    init: ``"he"`` (N(0, 2/fan_in)), ``"uniform[:s]"`` (±s, default 0.05) or ``"normal[:σ]"`` (default 0.01).
+    generator: a ``torch.Generator`` for the initial weights, or a list of K generators for an ensemble of K
+        copies (copy k is then initialised exactly as a single network with generator k would be).
+    """
+
+    def __init__(self, sizes: Sequence[int], hidden_activation: str = "sigmoid",
+                 output_activation: str = "identity", *, bias: bool = True, init: str | Init = "he",
+                 generator: rng.Generators = None, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str | None = None):
+        super().__init__()
+        sizes = tuple(sizes)
+        if len(sizes) < 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes):
+            raise ValueError(f"sizes must list at least two positive integer layer widths, got {sizes!r}")
+        if not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating-point dtype, got {dtype}")
+        self.sizes = sizes
+        self.init = as_init(init)
+        self.ensemble_size = len(generator) if rng.is_ensemble(generator) else None
+        if self.ensemble_size == 0:
+            raise ValueError("generator: an ensemble needs at least one generator")
+        hidden, output = get_activation(hidden_activation), get_activation(output_activation)
+        self.activations: list[Activation] = [hidden] * (len(sizes) - 2) + [output]
+        lead = () if self.ensemble_size is None else (self.ensemble_size,)
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList() if bias else None
+        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+            w = self.init.sample((n_out, n_in), generator, dtype=dtype, device=device)
+            self.weights.append(nn.Parameter(w))
+            if bias:
+                self.biases.append(nn.Parameter(torch.zeros(*lead, n_out, dtype=dtype, device=device)))
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def n_layers(self) -> int:
+        """Number of weight layers L."""
+        return len(self.weights)
+
+    @property
+    def has_bias(self) -> bool:
+        return self.biases is not None
+
+    def bias(self, index: int) -> Tensor | None:
+        """Bias of layer ``index + 1`` (0-based index), or ``None``."""
+        return None if self.biases is None else self.biases[index]
+
+    def extra_repr(self) -> str:
+        names = "/".join(dict.fromkeys(a.name for a in self.activations))
+        lead = "" if self.ensemble_size is None else f", ensemble of {self.ensemble_size}"
+        return f"sizes={'-'.join(map(str, self.sizes))}, activations={names}, init={self.init.kind}{lead}"
+
+    # ------------------------------------------------------------------ forward passes
+    def _check_input(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor) or x.dim() < 2 or x.shape[-1] != self.sizes[0]:
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"x must have shape (batch, {self.sizes[0]}) (or (K, batch, {self.sizes[0]}) "
+                             f"for an ensemble), got {got}")
+        if x.shape[-2] == 0:
+            raise ValueError("x is an empty batch: it needs at least one sample")
+
+    def trace(self, x: Tensor, noise: Sequence[Tensor | None] | None = None) -> Trace:
+        """Forward pass recording ``h_{l-1}``, ``a_l`` and ``h_l`` for every layer.
+
+        ``noise[l-1]``, if given, is added to the activity of layer ``l`` after its nonlinearity (node
+        perturbation); the recorded activity is then the perturbed one, which the next layer receives.
+        """
+        self._check_input(x)
+        return self.trace_from(0, x, noise)
+
+    def trace_from(self, start: int, h: Tensor, noise: Sequence[Tensor | None] | None = None) -> Trace:
+        """Run layers ``start+1 .. L`` on the activity ``h = h_start`` (0-based ``start``; 0 is the input).
+
+        Node perturbation uses this to begin its noisy pass at the first perturbed layer.
+        """
+        layers = []
+        for index in range(start, self.n_layers):
+            a = linear(h, self.weights[index], self.bias(index))
+            out = self.activations[index](a)
+            if noise is not None and noise[index] is not None:
+                out = out + noise[index]
+            layers.append(LayerRecord(presynaptic=h, pre_activation=a, activity=out))
+            h = out
+        return Trace(layers, perturbed=noise is not None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The network's output ``ŷ = h_L``."""
+        self._check_input(x)
+        h = x
+        for index in range(self.n_layers):
+            h = self.activations[index](linear(h, self.weights[index], self.bias(index)))
+        return h
+
+    def derivatives(self, trace: Trace) -> list[Tensor]:
+        """``f_l'(a_l)`` for every layer, ``(..., batch, n_l)``."""
+        if trace.perturbed:  # the recorded activity includes noise: recompute f(a)
+            return [f.derivative(r.pre_activation, f(r.pre_activation))
+                    for f, r in zip(self.activations, trace.layers)]
+        return [f.derivative(r.pre_activation, r.activity) for f, r in zip(self.activations, trace.layers)]

@@ -1,0 +1,207 @@
+"""One training loop for every rule: minibatches, evaluation, metrics, divergence detection, checkpoints.
+
+The loop returns a *history*: a plain dict of lists (floats, or lists of K floats for an ensemble) that the
+plotting functions take and that serialises to JSON as it is.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+from torch import Tensor
+
+from . import rng
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import Dataset
+from .metrics import error_rate
+from .objectives import Objective
+
+Metric = Callable[["object", Dataset], Mapping[str, object]]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/inf or exceeded the divergence threshold."""
+
+
+def _python(value):
+    if isinstance(value, Tensor):
+        return value.detach().cpu().tolist()
+    return value
+
+
+@torch.no_grad()
+def evaluate(network, x: Tensor, y: Tensor, objective: Objective, *, chunk_size: int = 8192) -> dict[str, object]:
+    """Batch-mean loss and (for integer labels) error rate of ``network`` on ``(x, y)``, in chunks of samples.
+
+    Returns floats (or lists of K floats for an ensemble); ``error`` is ``None`` for regression targets.
+    """
+    losses, errors = [], []
+    n = x.shape[-2]
+    for start in range(0, n, chunk_size):
+        xs = x[..., start:start + chunk_size, :]
+        ys = y[..., start:start + chunk_size, :] if y.is_floating_point() else y[..., start:start + chunk_size]
+        out = network(xs)
+        losses.append(objective.per_sample(out, ys))
+        if not y.is_floating_point():
+            errors.append(out.argmax(dim=-1) != ys)
+    loss = torch.cat(losses, dim=-1).mean(dim=-1)
+    error = None if not errors else torch.cat(errors, dim=-1).to(loss.dtype).mean(dim=-1)
+    return {"loss": _python(loss), "error": _python(error)}
+
+
+def _check_training_data(network, data: Dataset, batch_size: int) -> None:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if data.n_train == 0:
+        raise ValueError("the training set is empty")
+    if data.x_train.shape[-1] != network.sizes[0]:
+        raise ValueError(f"the data has {data.x_train.shape[-1]} input features but the network expects "
+                         f"{network.sizes[0]}")
+    for name in ("x_train", "x_test"):
+        if not bool(torch.isfinite(getattr(data, name)).all()):
+            raise ValueError(f"data.{name} contains NaN or inf values")
+    if not data.y_train.is_floating_point():
+        top = int(torch.cat([data.y_train.flatten(), data.y_test.flatten()]).max())
+        if top >= network.sizes[-1]:
+            raise ValueError(f"labels go up to {top} but the network has only {network.sizes[-1]} outputs")
+
+
+def _learning_rates(optimizer) -> str:
+    rates = [group["lr"] for group in optimizer.param_groups]
+    rates = [_python(r) for r in rates]
+    return ", ".join(str(r) for r in rates)
+
+
+def _diverged(loss: Tensor, threshold: float) -> int | None:
+    """Index of the first diverged copy (0 for a single network), or None."""
+    bad = ~torch.isfinite(loss) | (loss.abs() > threshold)
+    if not bool(bad.any()):
+        return None
+    return int(bad.flatten().nonzero()[0, 0])
+
+
+def fit(rule, optimizer: torch.optim.Optimizer, data: Dataset, *, epochs: float | None = None,
+        steps: int | None = None, batch_size: int = 32, generator: rng.Generators = None,
+        eval_every: int | None = None, metrics: Mapping[str, Metric] | None = None, progress: bool = False,
+        checkpoint: str | Path | None = None, checkpoint_every: int | None = None, resume: bool = False,
+        divergence_threshold: float = 1e6, history: dict | None = None) -> dict:
+    """Train ``rule.network`` with ``rule`` and ``optimizer`` on ``data``; return the history.
+
+    Parameters
+    ----------
+    epochs, steps: length of training (exactly one of them). ``epochs`` may be fractional.
+    batch_size: samples per step; the last batch of an epoch may be smaller.
+    generator: shuffles the training set each epoch; a list of K generators gives each copy of an ensemble
+        its own order (copy k then sees exactly what a single network with generator k would see).
+    eval_every: steps between evaluations (default: once per epoch); training and test loss and error are
+        recorded at step 0, every ``eval_every`` steps and at the end.
+    metrics: ``name → fn(rule, data)`` returning a dict of extra values to record at each evaluation.
+    progress: show a tqdm bar with throughput in samples/s.
+    checkpoint, checkpoint_every: write an atomic checkpoint every ``checkpoint_every`` steps (and at the
+        end); with ``resume=True`` an existing checkpoint is loaded and training continues from it, ending
+        with the same result as an uninterrupted run.
+    divergence_threshold: stop with :class:`TrainingDiverged` when a batch loss exceeds it or is NaN/inf.
+    """
+    network, objective = rule.network, rule.objective
+    if (epochs is None) == (steps is None):
+        raise ValueError("give exactly one of epochs and steps")
+    if epochs is not None and not (isinstance(epochs, (int, float)) and epochs > 0 and math.isfinite(epochs)):
+        raise ValueError(f"epochs must be a positive number, got {epochs!r}")
+    if steps is not None and not (isinstance(steps, int) and steps > 0):
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    _check_training_data(network, data, batch_size)
+    if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
+        raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs a checkpoint path")
+
+    n = data.n_train
+    steps_per_epoch = math.ceil(n / batch_size)
+    total = steps if steps is not None else max(1, round(epochs * steps_per_epoch))
+    eval_every = steps_per_epoch if eval_every is None else eval_every
+    if not isinstance(eval_every, int) or eval_every < 1:
+        raise ValueError(f"eval_every must be a positive integer, got {eval_every!r}")
+    device = data.x_train.device
+
+    history = history if history is not None else {}
+    state = {"step": 0, "position": 0, "permutation": None, "seconds": 0.0}
+    if resume and Path(checkpoint).exists():
+        saved = load_checkpoint(checkpoint, map_location=device)
+        rule.load_state_dict(saved["rule"])
+        optimizer.load_state_dict(saved["optimizer"])
+        rng.set_generator_states(generator, saved["data_generator"])
+        rng.set_generator_states(rule.generator, saved["rule_generator"])
+        history.clear()
+        history.update(saved["history"])
+        state = saved["position"]
+
+    def record(step: int) -> None:
+        train = evaluate(network, data.x_train, data.y_train, objective)
+        test = evaluate(network, data.x_test, data.y_test, objective)
+        entry = {"step": step, "epoch": step / steps_per_epoch, "seconds": state["seconds"],
+                 "train_loss": train["loss"], "test_loss": test["loss"]}
+        if test["error"] is not None:
+            entry.update(train_error=train["error"], test_error=test["error"])
+        for metric in (metrics or {}).values():
+            entry.update({key: _python(value) for key, value in metric(rule, data).items()})
+        for key, value in entry.items():
+            history.setdefault(key, []).append(value)
+
+    def save() -> None:
+        save_checkpoint({"rule": rule.state_dict(), "optimizer": optimizer.state_dict(),
+                         "data_generator": rng.generator_states(generator),
+                         "rule_generator": rng.generator_states(rule.generator),
+                         "history": history, "position": state}, checkpoint)
+
+    if state["step"] == 0:
+        record(0)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=total * batch_size, initial=state["step"] * batch_size, unit="samples",
+                   unit_scale=True, desc=f"{rule.short_name}", dynamic_ncols=True)
+    try:
+        while state["step"] < total:
+            started = time.perf_counter()
+            if state["permutation"] is None:
+                state["permutation"] = rng.permutation(n, generator, device=device)
+            start = state["position"] * batch_size
+            indices = state["permutation"][..., start:start + batch_size]
+            x, y = data.x_train[indices], data.y_train[indices]
+            optimizer.zero_grad(set_to_none=True)
+            credit = rule.step(x, y, validate=False)
+            bad = _diverged(credit.loss, divergence_threshold)
+            if bad is not None:
+                copy = "" if network.ensemble_size is None else f" in ensemble copy {bad}"
+                value = credit.loss.flatten()[bad].item()
+                raise TrainingDiverged(
+                    f"training diverged at step {state['step'] + 1} (epoch {state['step'] // steps_per_epoch + 1})"
+                    f"{copy}: batch loss = {value:.4g}. Lower the learning rate (now {_learning_rates(optimizer)})"
+                    f"{rule.divergence_hint()}.")
+            optimizer.step()
+            state["step"] += 1
+            state["position"] += 1
+            if state["position"] == steps_per_epoch:
+                state["position"], state["permutation"] = 0, None
+            state["seconds"] += time.perf_counter() - started
+            if bar is not None:
+                bar.update(x.shape[-2])
+            if state["step"] % eval_every == 0 or state["step"] == total:
+                record(state["step"])
+                if bar is not None:
+                    postfix = {"loss": history["train_loss"][-1]}
+                    if "test_error" in history:
+                        postfix["test_error"] = history["test_error"][-1]
+                    bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in postfix.items()})
+            if checkpoint is not None and checkpoint_every is not None and state["step"] % checkpoint_every == 0:
+                save()
+    finally:
+        if bar is not None:
+            bar.close()
+    if checkpoint is not None:
+        save()
+    return history

@@ -1,0 +1,26 @@
+import pytest
+import torch
+
+from credit_tutorial import rng
+from credit_tutorial.data import Dataset
+
+
+@pytest.fixture
+def gen():
+    """A fresh seeded generator."""
+    return rng.make_generator(1234)
+
+
+def make_classification(n_train=256, n_test=128, n_features=12, n_classes=4, seed=0, dtype=torch.float32):
+    """A small learnable classification task: labels from a random linear teacher."""
+    g = rng.make_generator(seed)
+    teacher = torch.randn(n_features, n_classes, generator=g, dtype=dtype)
+    x = torch.randn(n_train + n_test, n_features, generator=g, dtype=dtype)
+    y = (x @ teacher).argmax(dim=-1)
+    return Dataset(x[:n_train], y[:n_train], x[n_train:], y[n_train:], source="random linear teacher",
+                   n_classes=n_classes)
+
+
+@pytest.fixture
+def small_task():
+    return make_classification()
