@@ -5,12 +5,15 @@ from __future__ import annotations
 from .backprop import Backprop
 from .base import BufferList, Credit, CreditAssignmentRule, check_batch
 from .feedback_alignment import DirectFeedbackAlignment, FeedbackAlignment
+from .learned_feedback import LearnedFeedback, NodePerturbationLearning
 
 #: short names used by the command line and the experiment runner; later chapters register theirs here
 RULES: dict[str, type[CreditAssignmentRule]] = {
     "bp": Backprop,
     "fa": FeedbackAlignment,
     "dfa": DirectFeedbackAlignment,
+    "np": LearnedFeedback,
+    "reinforce": NodePerturbationLearning,
 }
 
 
@@ -23,4 +26,4 @@ def get_rule(name: str) -> type[CreditAssignmentRule]:
 
 
 __all__ = ["Backprop", "BufferList", "Credit", "CreditAssignmentRule", "DirectFeedbackAlignment",
-           "FeedbackAlignment", "RULES", "check_batch", "get_rule"]
+           "FeedbackAlignment", "LearnedFeedback", "NodePerturbationLearning", "RULES", "check_batch", "get_rule"]

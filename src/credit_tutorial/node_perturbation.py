@@ -1,0 +1,121 @@
+"""Node perturbation: REINFORCE with Gaussian noise as an estimator of ``∂L/∂h``.
+
+A second forward pass adds ``ξ_l ~ N(0, c² I)`` to the activity ``h_l`` of the perturbed layers (after the
+nonlinearity). With ``L`` the clean and ``L̃`` the noisy per-sample loss,
+
+    λ̂_l = (L̃ − L) ξ_l / c²                                   (REFERENCE.md §A)
+
+and a first-order Taylor expansion gives ``E[λ̂_l | x] = ∂L/∂h_l + O(c²)``. The noisy pass starts at the
+first perturbed layer, so the layers below it (the costly input layer included) are not recomputed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from . import rng
+from .networks import MLP, Trace
+from .objectives import Objective
+
+
+@dataclass
+class PerturbationEstimate:
+    """One node-perturbation estimate for a batch.
+
+    ``lambdas[l-1]`` is ``λ̂_l`` for layer ``l`` (``None`` where that layer was not perturbed), ``(..., batch, n_l)``;
+    ``noise`` likewise holds ``ξ_l``; ``clean_loss`` and ``noisy_loss`` are per sample, ``(..., batch)``.
+    """
+
+    lambdas: list[Tensor | None]
+    noise: list[Tensor | None]
+    clean_loss: Tensor
+    noisy_loss: Tensor
+    noisy_trace: Trace
+
+
+def noise_std(c, *, dtype=torch.float32, device=None) -> Tensor:
+    """Validate the noise standard deviation ``c`` and return it as a tensor: ``()`` for a float, ``(K,)`` for one
+    value per ensemble copy (a list or tensor of K positive values)."""
+    if isinstance(c, Tensor):
+        values = c.detach().flatten().tolist()
+    else:
+        values = list(c) if isinstance(c, (list, tuple)) else [c]
+    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < float("inf")
+                             for v in values):
+        raise ValueError(f"c (the noise standard deviation) must be a positive finite number, or one per ensemble "
+                         f"copy, got {c!r}")
+    per_copy = isinstance(c, (list, tuple)) or (isinstance(c, Tensor) and c.dim() > 0)
+    return torch.tensor(values if per_copy else values[0], dtype=dtype, device=device)
+
+
+def _broadcastable(std: Tensor) -> Tensor:
+    """``(K,)`` → ``(K, 1, 1)`` so one noise level per copy broadcasts against ``(K, batch, n)``."""
+    return std.view(-1, 1, 1) if std.dim() == 1 else std
+
+
+def _draw(activity: Tensor, generator: rng.Generators, std: Tensor) -> Tensor:
+    shape = activity.shape[1:] if rng.is_ensemble(generator) else activity.shape
+    return rng.normal(shape, generator, std=std, dtype=activity.dtype, device=activity.device)
+
+
+def resolve_layers(network: MLP, layers: str | Sequence[int]) -> list[int]:
+    """0-based indices of perturbed layers: ``"hidden"`` (1..L−1), ``"all"`` (1..L) or explicit 0-based indices."""
+    if layers == "hidden":
+        return list(range(network.n_layers - 1))
+    if layers == "all":
+        return list(range(network.n_layers))
+    indices = sorted(set(int(i) for i in layers))
+    if not indices or indices[0] < 0 or indices[-1] >= network.n_layers:
+        raise ValueError(f"layers must be 'hidden', 'all' or 0-based layer indices in [0, {network.n_layers - 1}], "
+                         f"got {layers!r}")
+    return indices
+
+
+@torch.no_grad()
+def estimate(network: MLP, objective: Objective, trace: Trace, target: Tensor, c, generator: rng.Generators,
+             *, layers: str | Sequence[int] = "hidden", baseline: bool = True) -> PerturbationEstimate:
+    """Node-perturbation estimate of ``∂L/∂h_l`` for the perturbed layers, from one extra (partial) forward pass.
+
+    trace: the clean forward pass of the batch (``network.trace(x)``).
+    c: noise standard deviation: a float, one per ensemble copy, or a tensor from :func:`noise_std` (used as is).
+    layers: which layers receive noise (all of them at once).
+    baseline: subtract the clean loss (``λ̂ = (L̃ − L) ξ / c²``); without it ``λ̂ = L̃ ξ / c²``, which has the same
+        mean but a far larger variance.
+    """
+    indices = resolve_layers(network, layers)
+    if not isinstance(c, Tensor):
+        c = noise_std(c, dtype=trace.output.dtype, device=trace.output.device)
+    std = _broadcastable(c)
+    noise: list[Tensor | None] = [None] * network.n_layers
+    for index in indices:
+        noise[index] = _draw(trace.layers[index].activity, generator, std)
+    first = indices[0]
+    start_activity = trace.layers[first - 1].activity if first > 0 else trace.input
+    partial = network.trace_from(first, start_activity, noise)
+    noisy_trace = Trace(trace.layers[:first] + partial.layers, perturbed=True)
+    clean_loss = objective.per_sample(trace.output, target)
+    noisy_loss = objective.per_sample(noisy_trace.output, target)
+    reward_change = (noisy_loss - clean_loss) if baseline else noisy_loss
+    weight = reward_change.unsqueeze(-1) / std.square()  # (..., batch, 1)
+    lambdas = [None if xi is None else weight * xi for xi in noise]
+    return PerturbationEstimate(lambdas=lambdas, noise=noise, clean_loss=clean_loss, noisy_loss=noisy_loss,
+                                noisy_trace=noisy_trace)
+
+
+@torch.no_grad()
+def estimate_layerwise(network: MLP, objective: Objective, trace: Trace, target: Tensor, c,
+                       generator: rng.Generators, *, layers: str | Sequence[int] = "hidden",
+                       baseline: bool = True) -> list[Tensor | None]:
+    """Like :func:`estimate`, but one noisy pass per layer, each perturbing that layer alone.
+
+    Lower variance per layer (no cross-talk from the noise in other layers) at the price of one pass per layer.
+    """
+    lambdas: list[Tensor | None] = [None] * network.n_layers
+    for index in resolve_layers(network, layers):
+        lambdas[index] = estimate(network, objective, trace, target, c, generator, layers=[index],
+                                  baseline=baseline).lambdas[index]
+    return lambdas
