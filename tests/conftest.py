@@ -5,6 +5,13 @@ from credit_tutorial import rng
 from credit_tutorial.data import Dataset
 
 
+@pytest.fixture(autouse=True)
+def deterministic_tests():
+    """Tests may draw from torch's global generator; seed it per test so every run draws the same numbers.
+    (The package itself never seeds globally: it takes explicit generators.)"""
+    torch.manual_seed(0)
+
+
 @pytest.fixture
 def gen():
     """A fresh seeded generator."""
