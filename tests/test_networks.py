@@ -118,3 +118,13 @@ def test_wrong_input_shape_and_empty_batch(gen):
         net(torch.zeros(5))
     with pytest.raises(ValueError, match="empty batch"):
         net(torch.zeros(0, 5))
+
+
+def test_one_activation_per_hidden_layer(gen):
+    net = MLP((8, 6, 2, 6, 8), ["tanh", "identity", "tanh"], "relu", generator=gen, dtype=torch.float64)
+    assert [f.name for f in net.activations] == ["tanh", "identity", "tanh", "relu"]
+    x = torch.randn(3, 8, dtype=torch.float64)
+    trace = net.trace(x)
+    torch.testing.assert_close(trace.layers[1].activity, trace.layers[1].pre_activation)  # linear bottleneck
+    with pytest.raises(ValueError, match="has 3 hidden layers"):
+        MLP((8, 6, 2, 6, 8), ["tanh", "tanh"])

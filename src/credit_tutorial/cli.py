@@ -134,8 +134,14 @@ def _train(args, parser) -> int:
     return 0
 
 
+def add_reproduce(subparsers) -> None:
+    from .reproduce import add_reproduce as register
+
+    register(subparsers)
+
+
 #: subcommand registrars, in the order ``--help`` lists them
-COMMANDS = [add_train]
+COMMANDS = [add_train, add_reproduce]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -43,7 +43,7 @@ class TrainConfig:
     task: str = "mnist"
     rule: str = "bp"
     sizes: tuple[int, ...] = (784, 50, 20, 10)
-    hidden_activation: str = "sigmoid"
+    hidden_activation: str | list = "sigmoid"  # one name, or one per hidden layer
     output_activation: str = "identity"
     objective: str = "mse"
     init: str = "he"
@@ -63,6 +63,8 @@ class TrainConfig:
 
     def __post_init__(self):
         self.sizes = tuple(self.sizes)
+        if isinstance(self.hidden_activation, tuple):
+            self.hidden_activation = list(self.hidden_activation)
         get_rule(self.rule)  # raises on an unknown rule name
         check_learning_rate(self.lr)
         if self.optimizer not in _OPTIMIZERS:

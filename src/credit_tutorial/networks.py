@@ -58,14 +58,16 @@ class MLP(nn.Module):
     Parameters
     ----------
     sizes: layer widths, input first, e.g. ``(784, 50, 20, 10)``.
-    hidden_activation, output_activation: names from :mod:`credit_tutorial.activations`.
+    hidden_activation: a name from :mod:`credit_tutorial.activations`, or one name per hidden layer
+        (e.g. ``["tanh", "identity", "tanh"]`` for an autoencoder with a linear bottleneck).
+    output_activation: the output layer's nonlinearity.
     bias: whether layers have biases (initialised to zero).
     init: ``"he"`` (N(0, 2/fan_in)), ``"uniform[:s]"`` (±s, default 0.05) or ``"normal[:σ]"`` (default 0.01).
     generator: a ``torch.Generator`` for the initial weights, or a list of K generators for an ensemble of K
         copies (copy k is then initialised exactly as a single network with generator k would be).
     """
 
-    def __init__(self, sizes: Sequence[int], hidden_activation: str = "sigmoid",
+    def __init__(self, sizes: Sequence[int], hidden_activation: str | Sequence[str] = "sigmoid",
                  output_activation: str = "identity", *, bias: bool = True, init: str | Init = "he",
                  generator: rng.Generators = None, dtype: torch.dtype = torch.float32,
                  device: torch.device | str | None = None):
@@ -80,8 +82,15 @@ class MLP(nn.Module):
         self.ensemble_size = len(generator) if rng.is_ensemble(generator) else None
         if self.ensemble_size == 0:
             raise ValueError("generator: an ensemble needs at least one generator")
-        hidden, output = get_activation(hidden_activation), get_activation(output_activation)
-        self.activations: list[Activation] = [hidden] * (len(sizes) - 2) + [output]
+        n_hidden = len(sizes) - 2
+        if isinstance(hidden_activation, (list, tuple)):
+            if len(hidden_activation) != n_hidden:
+                raise ValueError(f"hidden_activation lists {len(hidden_activation)} nonlinearities but the network "
+                                 f"has {n_hidden} hidden layers")
+            hidden = [get_activation(name) for name in hidden_activation]
+        else:
+            hidden = [get_activation(hidden_activation)] * n_hidden
+        self.activations: list[Activation] = hidden + [get_activation(output_activation)]
         lead = () if self.ensemble_size is None else (self.ensemble_size,)
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList() if bias else None
@@ -106,7 +115,7 @@ class MLP(nn.Module):
         return None if self.biases is None else self.biases[index]
 
     def extra_repr(self) -> str:
-        names = "/".join(dict.fromkeys(a.name for a in self.activations))
+        names = "/".join(a.name for a in self.activations)
         lead = "" if self.ensemble_size is None else f", ensemble of {self.ensemble_size}"
         return f"sizes={'-'.join(map(str, self.sizes))}, activations={names}, init={self.init.kind}{lead}"
 
