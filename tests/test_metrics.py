@@ -62,8 +62,10 @@ def test_compare_with_backprop():
     assert feedback_report(Backprop(net))["relative_error"] == [0.0, 0.0]
     fa_report = feedback_report(fa)
     assert all(e > 0.5 for e in fa_report["relative_error"])
+    assert all(60 < a < 120 for a in fa_report["feedback_angle"])  # random feedback: near-orthogonal to Wᵀ
+    assert feedback_report(Backprop(net))["feedback_angle"] == [0.0, 0.0]
     assert feedback_report(DirectFeedbackAlignment(net, generator=rng.make_generator(1))) == \
-        {"relative_error": [], "sign_congruence": []}
+        {"relative_error": [], "sign_congruence": [], "feedback_angle": []}
 
 
 def test_compare_with_backprop_leaves_the_rule_generator_untouched():

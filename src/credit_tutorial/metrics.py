@@ -54,17 +54,20 @@ def sign_congruence(W: Tensor, B: Tensor) -> Tensor:
 
 
 def feedback_report(rule) -> dict[str, list]:
-    """Per hidden layer: relative error and sign congruence of the rule's feedback against ``W_{l+1}ᵀ``.
+    """Per hidden layer: relative error, sign congruence and angle (degrees) of the rule's feedback ``B_{l+1}``
+    against ``W_{l+1}ᵀ``.
 
     Empty lists for a rule without layer-wise feedback matrices (e.g. direct feedback).
     """
     matrices = rule.feedback_matrices()
-    report = {"relative_error": [], "sign_congruence": []}
+    report = {"relative_error": [], "sign_congruence": [], "feedback_angle": []}
     if matrices is None:
         return report
     for W, B in zip(list(rule.network.weights)[1:], matrices):
-        report["relative_error"].append(_to_python(relative_error(W.detach(), B)))
-        report["sign_congruence"].append(_to_python(sign_congruence(W.detach(), B)))
+        W = W.detach()
+        report["relative_error"].append(_to_python(relative_error(W, B)))
+        report["sign_congruence"].append(_to_python(sign_congruence(W, B)))
+        report["feedback_angle"].append(_to_python(matrix_angle(W, B.mT)))
     return report
 
 
