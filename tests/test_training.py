@@ -154,3 +154,20 @@ def test_save_json_is_atomic_and_refuses_nan(tmp_path):
         save_json({"a": math.nan}, path)
     assert json.loads(path.read_text()) == {"a": 1}  # the old file survives a failed write
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_a_sweep_masks_diverged_copies_and_trains_the_rest(small_task):
+    big = small_task.to(dtype=torch.float64)
+    big = type(big)(big.x_train * 50, big.y_train, big.x_test, big.y_test, source="scaled", n_classes=4)
+    config = small_config(hidden_activation="relu", epochs=3)
+    sweep = run(config, lrs=[1e-4, 50.0, 1e-3], data=big, on_divergence="mask")
+    last = sweep.history["test_loss"][-1]
+    assert last[1] is None and last[0] is not None and last[2] is not None
+    json.dumps(sweep.history, allow_nan=False)  # None, not NaN: still valid JSON
+    for k, lr in ((0, 1e-4), (2, 1e-3)):  # the survivors trained exactly as they would have alone
+        single = run(small_config(hidden_activation="relu", epochs=3, lr=lr), data=big)
+        assert [p[k] for p in sweep.history["test_loss"]] == pytest.approx(single.history["test_loss"], rel=1e-9)
+    with pytest.raises(ValueError, match="needs an ensemble"):
+        run(config, data=big, on_divergence="mask")
+    with pytest.raises(ValueError, match="on_divergence must be"):
+        run(config, lrs=[1e-4], data=big, on_divergence="ignore")

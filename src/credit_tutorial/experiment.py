@@ -197,17 +197,18 @@ def _ensemble_size(seeds, lrs) -> int | None:
 
 def run(config: TrainConfig, *, seeds: Sequence[int] | None = None, lrs: Sequence[float] | None = None,
         data: Dataset | None = None, metrics=None, progress: bool = False, checkpoint=None,
-        checkpoint_every: int | None = None, resume: bool = False) -> RunResult:
+        checkpoint_every: int | None = None, resume: bool = False, on_divergence: str = "raise") -> RunResult:
     """Train as configured and return a :class:`RunResult`.
 
     ``seeds`` and/or ``lrs`` (lists of equal length K) train K copies at once as an ensemble network; then
     every value in the history is a list of K floats. ``data`` overrides the configured task's data.
+    ``on_divergence="mask"`` lets the other copies of a sweep train on when some diverge (see ``fit``).
     """
     device = resolve_device(config.device)
     data = load_task(config, device) if data is None else data.to(device=device, dtype=_DTYPES[config.dtype])
     rule, optimizer, data_gen = build(config, seeds=seeds, lrs=lrs, device=device)
     history = fit(rule, optimizer, data, epochs=config.epochs, batch_size=config.batch_size, generator=data_gen,
                   eval_every=config.eval_every, metrics=metrics, progress=progress, checkpoint=checkpoint,
-                  checkpoint_every=checkpoint_every, resume=resume)
+                  checkpoint_every=checkpoint_every, resume=resume, on_divergence=on_divergence)
     return RunResult(config=config, history=history, rule=rule, data_source=data.source, device=str(device),
                      seeds=None if seeds is None else list(seeds), lrs=None if lrs is None else list(lrs))

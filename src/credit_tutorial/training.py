@@ -27,10 +27,19 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN/inf or exceeded the divergence threshold."""
 
 
+def _finite_or_none(value):
+    """NaN/inf → None, recursively, so histories stay valid JSON (a diverged ensemble copy records None)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
 def _python(value):
     if isinstance(value, Tensor):
-        return value.detach().cpu().tolist()
-    return value
+        value = value.detach().cpu().tolist()
+    return _finite_or_none(value)
 
 
 @torch.no_grad()
@@ -51,6 +60,15 @@ def evaluate(network, x: Tensor, y: Tensor, objective: Objective, *, chunk_size:
     loss = torch.cat(losses, dim=-1).mean(dim=-1)
     error = None if not errors else torch.cat(errors, dim=-1).to(loss.dtype).mean(dim=-1)
     return {"loss": _python(loss), "error": _python(error)}
+
+
+def _mask_copies(value, dead: list[bool]):
+    """Replace the entries of diverged copies by None in a per-copy list (or a list of per-copy lists)."""
+    if isinstance(value, list) and len(value) == len(dead) and not any(isinstance(v, list) for v in value):
+        return [None if d else v for v, d in zip(value, dead)]
+    if isinstance(value, list):
+        return [_mask_copies(v, dead) for v in value]
+    return value
 
 
 def _check_training_data(network, data: Dataset, batch_size: int) -> None:
@@ -76,19 +94,23 @@ def _learning_rates(optimizer) -> str:
     return ", ".join(str(r) for r in rates)
 
 
-def _diverged(loss: Tensor, threshold: float) -> int | None:
-    """Index of the first diverged copy (0 for a single network), or None."""
-    bad = ~torch.isfinite(loss) | (loss.abs() > threshold)
-    if not bool(bad.any()):
-        return None
-    return int(bad.flatten().nonzero()[0, 0])
+def _diverged(loss: Tensor, threshold: float) -> Tensor:
+    """Boolean mask of diverged copies (a 0-d tensor for a single network)."""
+    return ~torch.isfinite(loss) | (loss.abs() > threshold)
+
+
+def _freeze(rule, dead: Tensor) -> None:
+    """Zero the gradients of the diverged ensemble copies so the optimizer leaves them where they stopped."""
+    for parameter in rule.parameters():
+        if parameter.grad is not None:
+            parameter.grad[dead] = 0.0
 
 
 def fit(rule, optimizer: torch.optim.Optimizer, data: Dataset, *, epochs: float | None = None,
         steps: int | None = None, batch_size: int = 32, generator: rng.Generators = None,
         eval_every: int | None = None, metrics: Mapping[str, Metric] | None = None, progress: bool = False,
         checkpoint: str | Path | None = None, checkpoint_every: int | None = None, resume: bool = False,
-        divergence_threshold: float = 1e6, history: dict | None = None) -> dict:
+        divergence_threshold: float = 1e6, on_divergence: str = "raise", history: dict | None = None) -> dict:
     """Train ``rule.network`` with ``rule`` and ``optimizer`` on ``data``; return the history.
 
     Parameters
@@ -104,7 +126,10 @@ def fit(rule, optimizer: torch.optim.Optimizer, data: Dataset, *, epochs: float 
     checkpoint, checkpoint_every: write an atomic checkpoint every ``checkpoint_every`` steps (and at the
         end); with ``resume=True`` an existing checkpoint is loaded and training continues from it, ending
         with the same result as an uninterrupted run.
-    divergence_threshold: stop with :class:`TrainingDiverged` when a batch loss exceeds it or is NaN/inf.
+    divergence_threshold: a batch loss above it, or NaN/inf, counts as divergence.
+    on_divergence: ``"raise"`` stops with :class:`TrainingDiverged` (naming the step, the value and what to
+        lower); ``"mask"`` (ensembles only, e.g. a learning-rate sweep) freezes the diverged copies, records
+        ``None`` for them from then on, and trains the others to the end.
     """
     network, objective = rule.network, rule.objective
     if (epochs is None) == (steps is None):
@@ -118,6 +143,10 @@ def fit(rule, optimizer: torch.optim.Optimizer, data: Dataset, *, epochs: float 
         raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
+    if on_divergence not in ("raise", "mask"):
+        raise ValueError(f"on_divergence must be 'raise' or 'mask', got {on_divergence!r}")
+    if on_divergence == "mask" and network.ensemble_size is None:
+        raise ValueError("on_divergence='mask' needs an ensemble network (a single network has nothing to mask)")
 
     n = data.n_train
     steps_per_epoch = math.ceil(n / batch_size)
@@ -128,7 +157,7 @@ def fit(rule, optimizer: torch.optim.Optimizer, data: Dataset, *, epochs: float 
     device = data.x_train.device
 
     history = history if history is not None else {}
-    state = {"step": 0, "position": 0, "permutation": None, "seconds": 0.0}
+    state = {"step": 0, "position": 0, "permutation": None, "seconds": 0.0, "dead": None}
     if resume and Path(checkpoint).exists():
         saved = load_checkpoint(checkpoint, map_location=device)
         rule.load_state_dict(saved["rule"])
@@ -142,12 +171,15 @@ def fit(rule, optimizer: torch.optim.Optimizer, data: Dataset, *, epochs: float 
     def record(step: int) -> None:
         train = evaluate(network, data.x_train, data.y_train, objective)
         test = evaluate(network, data.x_test, data.y_test, objective)
-        entry = {"step": step, "epoch": step / steps_per_epoch, "seconds": state["seconds"],
-                 "train_loss": train["loss"], "test_loss": test["loss"]}
+        entry = {"train_loss": train["loss"], "test_loss": test["loss"]}
         if test["error"] is not None:
             entry.update(train_error=train["error"], test_error=test["error"])
         for metric in (metrics or {}).values():
             entry.update({key: _python(value) for key, value in metric(rule, data).items()})
+        if state["dead"] is not None:  # diverged copies record None
+            dead = state["dead"].tolist()
+            entry = {key: _mask_copies(value, dead) for key, value in entry.items()}
+        entry = {"step": step, "epoch": step / steps_per_epoch, "seconds": state["seconds"], **entry}
         for key, value in entry.items():
             history.setdefault(key, []).append(value)
 
@@ -175,13 +207,20 @@ def fit(rule, optimizer: torch.optim.Optimizer, data: Dataset, *, epochs: float 
             optimizer.zero_grad(set_to_none=True)
             credit = rule.step(x, y, validate=False)
             bad = _diverged(credit.loss, divergence_threshold)
-            if bad is not None:
-                copy = "" if network.ensemble_size is None else f" in ensemble copy {bad}"
-                value = credit.loss.flatten()[bad].item()
-                raise TrainingDiverged(
-                    f"training diverged at step {state['step'] + 1} (epoch {state['step'] // steps_per_epoch + 1})"
-                    f"{copy}: batch loss = {value:.4g}. Lower the learning rate (now {_learning_rates(optimizer)})"
-                    f"{rule.divergence_hint()}.")
+            if state["dead"] is not None:
+                bad = bad & ~state["dead"]
+            if bool(bad.any()):
+                if on_divergence == "raise":
+                    index = int(bad.flatten().nonzero()[0, 0])
+                    copy = "" if network.ensemble_size is None else f" in ensemble copy {index}"
+                    value = credit.loss.flatten()[index].item()
+                    raise TrainingDiverged(
+                        f"training diverged at step {state['step'] + 1} (epoch "
+                        f"{state['step'] // steps_per_epoch + 1}){copy}: batch loss = {value:.4g}. Lower the "
+                        f"learning rate (now {_learning_rates(optimizer)}){rule.divergence_hint()}.")
+                state["dead"] = bad if state["dead"] is None else state["dead"] | bad
+            if state["dead"] is not None:
+                _freeze(rule, state["dead"])
             optimizer.step()
             state["step"] += 1
             state["position"] += 1
