@@ -6,6 +6,7 @@
     python tools/notebook.py execute NB.ipynb [...]      run top to bottom in a fresh kernel, write in place
     python tools/notebook.py execute --all               ... every chapter notebook in book/
     python tools/notebook.py check [NB.ipynb ...]        every chapter notebook is executed, clean and small
+    python tools/notebook.py sync-text SRC.py NB.ipynb   prose-only edit: copy the markdown, keep the outputs
 
 Percent format (as Jupytext writes it): a line `# %%` starts a code cell, `# %% [markdown]` a markdown cell whose
 lines are commented with `# ` (an empty markdown line is a lone `#`); `# %% [raw]` a raw cell, commented the same
@@ -236,6 +237,29 @@ def cmd_nb2py(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sync_text(args: argparse.Namespace) -> int:
+    """Copy the markdown of a percent-format script into an executed notebook whose code is unchanged.
+
+    For prose-only edits: the outputs stay valid because no code cell differs (checked cell by cell)."""
+    src, dest = Path(args.src), Path(args.dest)
+    fresh = percent_to_notebook(src.read_text(encoding="utf-8"), src)
+    executed = _read_notebook(dest)
+    kinds = lambda nb: [(c.cell_type, c.source if c.cell_type == "code" else None) for c in nb.cells]
+    if [k for k in kinds(fresh) if k[0] == "code"] != [k for k in kinds(executed) if k[0] == "code"] \
+            or [c.cell_type for c in fresh.cells] != [c.cell_type for c in executed.cells]:
+        print(f"{dest}: the code cells (or the cell layout) differ from {src}; execute it again instead",
+              file=sys.stderr)
+        return 1
+    changed = 0
+    for new, old in zip(fresh.cells, executed.cells):
+        if new.cell_type != "code" and new.source != old.source:
+            old.source = new.source
+            changed += 1
+    _write_notebook(executed, dest)
+    print(f"updated {changed} text cell(s) of {dest}")
+    return 0
+
+
 def _format_cell_error(path: Path, nb: nbformat.NotebookNode, err: Exception) -> str:
     """Name the failing cell (index and first line) and give the traceback nbclient captured."""
     failing = None
@@ -365,6 +389,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("src")
     p.add_argument("dest")
     p.set_defaults(run=cmd_nb2py)
+    p = commands.add_parser("sync-text", help="copy markdown from a script into an executed notebook (code unchanged)")
+    p.add_argument("src")
+    p.add_argument("dest")
+    p.set_defaults(run=cmd_sync_text)
     p = commands.add_parser("execute", help="execute notebooks in place in a fresh kernel, storing widget state")
     p.add_argument("notebooks", nargs="*", metavar="NB.ipynb")
     p.add_argument("--all", action="store_true", help="every chapter notebook in book/ (not assignments)")
