@@ -47,7 +47,7 @@ def _load_experiments() -> None:
 
 
 #: modules whose import registers an experiment (relative to this package, e.g. ".experiments.mnist")
-_EXPERIMENT_MODULES: list[str] = []
+_EXPERIMENT_MODULES: list[str] = [".experiments.convolutional", ".experiments.lansdell", ".experiments.recurrent"]
 
 
 def add_reproduce(subparsers) -> None:
@@ -60,7 +60,7 @@ def add_reproduce(subparsers) -> None:
     parser.add_argument("--out", type=Path, required=True, help="JSON result file (written atomically)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] | mps")
     parser.add_argument("--seed", type=non_negative_int, default=0)
-    parser.add_argument("--data-root", type=Path, default=None, help="directory with the MNIST IDX files")
+    parser.add_argument("--data-root", type=Path, default=None, help="data directory: the MNIST IDX files (or, for 'cnn', the CIFAR-10 python-version files)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT's .ckpt checkpoint if present")
     parser.add_argument("--checkpoint-every", type=positive_int, default=None, help="steps between checkpoints")
     parser.add_argument("--quick", action="store_true", help="a few steps of the same code path (smoke test)")

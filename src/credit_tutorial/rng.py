@@ -72,8 +72,9 @@ def set_generator_states(generator: Generators, state) -> None:
     """Restore what :func:`generator_states` returned."""
     if generator is None:
         return
+    # a checkpoint loaded with map_location="cuda" moves the states too; generators take CPU byte tensors only
     if is_ensemble(generator):
         for g, s in zip(generator, state):
-            g.set_state(s)
+            g.set_state(s.cpu())
     else:
-        generator.set_state(state)
+        generator.set_state(state.cpu())
