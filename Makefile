@@ -45,18 +45,21 @@ $(BUILD)/.package-stamp: $(PACKAGE_FILES) $(STAMP)
 	    rm -rf $(BUILD)/.jupyter_cache $(BUILD)/.doctrees; fi
 	@mkdir -p $(BUILD) && touch $@
 
-# Planned (issue 7), not implemented yet: `make book OFFLINE=1`, a book whose widgets need no network.
-#   1. `npm pack @jupyter-widgets/html-manager@1.0.15 requirejs@2.3.8` into vendor/ (git-ignored); unpack
-#      html-manager's dist/ (embed-amd.js, self-contained for the standard widgets, plus its font files) and
-#      requirejs's require.js into _build/widgets_static/.
-#   2. A small local Sphinx extension (`sphinx: local_extensions:` in _config.yml) which, when the environment
-#      says CREDIT_TUTORIAL_OFFLINE=1, on config-inited (myst-nb reads its config later, at builder-inited)
-#      appends that folder to html_static_path and points nb_ipywidgets_js at the local copies.
-#   3. Build with `--all`, so that every page switches loader; the browser test (.ci/run) uses this build.
-book: $(STAMP) $(BUILD)/.package-stamp  ## execute every chapter and build the HTML book into _build/html (warnings are errors)
-	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going $(JB_ARGS)
+# `make book OFFLINE=1`: a book whose widgets need no network (issue 7). The pages then load the widget manager
+# (@jupyter-widgets/html-manager's embed-amd.js, the version pinned in _config.yml) and RequireJS from _static/widgets/
+# instead of the CDNs. `book/_ext/offline_widgets.py vendor` runs `npm pack` once into vendor/ (git-ignored; the only
+# step that needs a network, the npm registry); the Sphinx extension book/_ext/offline_widgets.py, switched on by
+# CREDIT_TUTORIAL_OFFLINE=1, unpacks them into _build/widgets_static/ and points nb_ipywidgets_js at the copies, and
+# fails the build if a page with widgets still loads widget JavaScript from the network. Switching between the two
+# builds re-renders every page by itself (nb_ipywidgets_js is a Sphinx "env" setting); the execution cache is kept.
+# tests/test_browser.py drives this build in headless chromium (.ci/run builds it so).
+OFFLINE ?=
+OFFLINE_ON := $(filter-out 0 no false,$(OFFLINE))
+book: $(STAMP) $(BUILD)/.package-stamp  ## execute every chapter and build the HTML book into _build/html (warnings are errors; OFFLINE=1: widgets need no network)
+	$(if $(OFFLINE_ON),$(BIN)/python book/_ext/offline_widgets.py vendor)
+	$(if $(OFFLINE_ON),CREDIT_TUTORIAL_OFFLINE=1 ,CREDIT_TUTORIAL_OFFLINE= )$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going $(JB_ARGS)
 	@test -f $(BUILD)/html/index.html
-	@echo "The book is at $(CURDIR)/$(BUILD)/html/index.html"
+	@echo "The book$(if $(OFFLINE_ON), (widgets offline),) is at $(CURDIR)/$(BUILD)/html/index.html"
 
 test: $(STAMP)  ## one pytest run: the unit tests in tests/ and nbval on every chapter notebook in book/
 	$(BIN)/python tools/notebook.py check
