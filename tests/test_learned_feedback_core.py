@@ -14,6 +14,15 @@ from credit_tutorial.rules import LearnedFeedback, NodePerturbationLearning
 F64 = torch.float64
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Many small tensor operations: one thread is faster than two on a busy 2-core machine (restored afterwards)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def test_ridge_equals_numpy_least_squares_with_penalty():
     g = rng.make_generator(0)
     deltas, lambdas = torch.randn(300, 4, generator=g, dtype=F64), torch.randn(300, 6, generator=g, dtype=F64)

@@ -20,6 +20,12 @@ import torch
 from torch import Tensor, nn
 
 
+def _sum_dtype(device) -> torch.dtype:
+    """Running sums are kept in float64: in float32, adding the 10⁶-th small batch to a sum of 10⁶ batches keeps only a
+    few of its digits, and B = S V⁻¹ amplifies those errors by the condition number of V. MPS has no float64."""
+    return torch.float32 if device is not None and torch.device(device).type == "mps" else torch.float64
+
+
 def _check_pair(lambdas: Tensor, deltas: Tensor, B: Tensor) -> None:
     if lambdas.shape[:-1] != deltas.shape[:-1]:
         raise ValueError(f"λ̂ and δ must hold the same samples: shapes {tuple(lambdas.shape)} and "
@@ -34,11 +40,13 @@ class RidgeFeedback(nn.Module):
 
     ``D = Σ δδᵀ`` and ``S = Σ λ̂δᵀ`` are running sums over every sample seen, each multiplied by ``ρ`` per batch
     before the new batch is added (``ρ = 1``: plain accumulation). ``B`` is re-solved every ``solve_every``
-    batches (the sums are always updated).
+    batches (the sums are always updated). ``B`` has ``dtype``; the sums and the solve use float64 (``sum_dtype``,
+    float32 on MPS), whatever ``dtype`` is, and stay float64 when the module is moved or cast.
     """
 
     def __init__(self, n_receiving: int, n_sending: int, *, gamma: float = 0.1, rho: float = 1.0,
-                 solve_every: int = 1, lead: tuple[int, ...] = (), dtype=torch.float32, device=None):
+                 solve_every: int = 1, lead: tuple[int, ...] = (), dtype=torch.float32, device=None,
+                 sum_dtype: torch.dtype | None = None):
         super().__init__()
         if not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma >= 0):
             raise ValueError(f"gamma (ridge penalty γ) must be a finite number ≥ 0, got {gamma!r}")
@@ -48,9 +56,25 @@ class RidgeFeedback(nn.Module):
             raise ValueError(f"solve_every must be a positive integer, got {solve_every!r}")
         self.gamma, self.rho, self.solve_every = float(gamma), float(rho), solve_every
         self.register_buffer("B", torch.zeros(*lead, n_receiving, n_sending, dtype=dtype, device=device))
-        self.register_buffer("D", torch.zeros(*lead, n_sending, n_sending, dtype=dtype, device=device))
-        self.register_buffer("S", torch.zeros(*lead, n_receiving, n_sending, dtype=dtype, device=device))
+        self._fixed_sum_dtype = sum_dtype
+        sums = sum_dtype or _sum_dtype(device)
+        self.register_buffer("D", torch.zeros(*lead, n_sending, n_sending, dtype=sums, device=device))
+        self.register_buffer("S", torch.zeros(*lead, n_receiving, n_sending, dtype=sums, device=device))
         self.register_buffer("batches", torch.zeros((), dtype=torch.long, device=device))
+        # γI, kept so that V = γI + D is one addition (configuration: moved by .to(), not saved)
+        self.register_buffer("_ridge", self.gamma * torch.eye(n_sending, dtype=sums, device=device), persistent=False)
+
+    def _apply(self, fn, recurse=True):
+        """``.to(dtype)``/``.float()`` cast ``B``; the running sums keep their (float64) summation dtype, except on
+        MPS, which has no float64 (they are cast to float32 before the move)."""
+        destination = fn(torch.zeros((), dtype=self.B.dtype, device=self.B.device)).device
+        wanted = self._fixed_sum_dtype or _sum_dtype(destination)
+        if self.D.dtype != wanted and destination.type == "mps":
+            self.D, self.S, self._ridge = self.D.to(wanted), self.S.to(wanted), self._ridge.to(wanted)
+        super()._apply(fn, recurse)
+        if self.D.dtype != wanted:
+            self.D, self.S, self._ridge = self.D.to(wanted), self.S.to(wanted), self._ridge.to(wanted)
+        return self
 
     @torch.no_grad()
     def update(self, lambdas: Tensor, deltas: Tensor) -> Tensor:
@@ -59,43 +83,66 @@ class RidgeFeedback(nn.Module):
         if self.rho != 1.0:
             self.D.mul_(self.rho)
             self.S.mul_(self.rho)
+        deltas, lambdas = deltas.to(self.D.dtype), lambdas.to(self.D.dtype)
         self.D.add_(deltas.mT @ deltas)   # Σ_b δ_b δ_bᵀ: (..., n_{l+1}, n_{l+1})
         self.S.add_(lambdas.mT @ deltas)  # Σ_b λ̂_b δ_bᵀ: (..., n_l, n_{l+1})
         self.batches.add_(1)
-        if int(self.batches) % self.solve_every == 0:
+        if self.solve_every == 1 or int(self.batches) % self.solve_every == 0:
             self.solve()
         return self.B
 
     @torch.no_grad()
     def solve(self) -> Tensor:
         """``B = S V⁻¹`` with ``V = γI + D`` symmetric: solve ``V Bᵀ = Sᵀ`` by Cholesky (least squares if γ = 0)."""
-        n = self.D.shape[-1]
-        V = self.D + self.gamma * torch.eye(n, dtype=self.D.dtype, device=self.D.device)
-        factor, info = torch.linalg.cholesky_ex(V)
-        if self.gamma > 0 and not bool(info.any()):
-            self.B.copy_(torch.cholesky_solve(self.S.mT, factor).mT)
-        else:  # γ = 0 or a singular V: minimum-norm least squares
-            self.B.copy_(torch.linalg.lstsq(V, self.S.mT, driver="gelsd" if V.device.type == "cpu" else None)
-                         .solution.mT)
+        V = self.D + self._ridge                        # γI + D
+        if self.gamma > 0:
+            try:
+                self.B.copy_(torch.cholesky_solve(self.S.mT, torch.linalg.cholesky(V)).mT)
+                return self.B
+            except torch.linalg.LinAlgError:                # not positive definite (rounding): fall through
+                pass
+        # γ = 0 or a singular V: minimum-norm least squares
+        self.B.copy_(torch.linalg.lstsq(V, self.S.mT, driver="gelsd" if V.device.type == "cpu" else None)
+                     .solution.mT)
         return self.B
 
 
-class SGDFeedback(nn.Module):
-    """Online least squares: ``B ← B − η_B Σ_b (B δ_b − λ̂_b) δ_bᵀ``."""
+def _check_feedback_lr(lr) -> float | list[float]:
+    values = list(lr) if isinstance(lr, (list, tuple)) else [lr]
+    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+                             for v in values):
+        raise ValueError(f"feedback_lr (η_B) must be a positive finite number, or one per ensemble copy, got {lr!r}")
+    return [float(v) for v in values] if isinstance(lr, (list, tuple)) else float(lr)
 
-    def __init__(self, n_receiving: int, n_sending: int, *, lr: float, initial: Tensor | None = None,
+
+class SGDFeedback(nn.Module):
+    """Online least squares: ``B ← B − η_B Σ_b (B δ_b − λ̂_b) δ_bᵀ``.
+
+    ``lr`` (η_B) is a float, or a list of K floats, one per ensemble copy (a feedback-learning-rate sweep as one
+    computation; ``lead`` must then start with K).
+    """
+
+    def __init__(self, n_receiving: int, n_sending: int, *, lr: float | list[float], initial: Tensor | None = None,
                  lead: tuple[int, ...] = (), dtype=torch.float32, device=None):
         super().__init__()
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-            raise ValueError(f"feedback_lr (η_B) must be a positive finite number, got {lr!r}")
-        self.lr = float(lr)
+        self.lr = _check_feedback_lr(lr)
         B = torch.zeros(*lead, n_receiving, n_sending, dtype=dtype, device=device) if initial is None \
             else initial.detach().clone()
         self.register_buffer("B", B)
+        per_copy = isinstance(self.lr, list)
+        if per_copy and (B.dim() < 3 or B.shape[0] != len(self.lr)):
+            raise ValueError(f"feedback_lr lists {len(self.lr)} learning rates but B has shape {tuple(B.shape)}: "
+                             "one per ensemble copy needs lead=(K,) with K learning rates")
+        # (K, 1, 1) per-copy rates; not saved in state_dict (they are configuration), but moved by .to()
+        self.register_buffer("_rates", torch.tensor(self.lr, dtype=B.dtype, device=B.device).view(-1, 1, 1)
+                             if per_copy else None, persistent=False)
 
     @torch.no_grad()
     def update(self, lambdas: Tensor, deltas: Tensor) -> Tensor:
         _check_pair(lambdas, deltas, self.B)
         residual = deltas @ self.B.mT - lambdas          # (..., batch, n_l): B δ_b − λ̂_b
-        self.B.sub_(self.lr * (residual.mT @ deltas))    # Σ_b residual_b δ_bᵀ
+        if self._rates is None:
+            self.B.sub_(residual.mT @ deltas, alpha=self.lr)  # B −= η Σ_b residual_b δ_bᵀ
+        else:
+            self.B.sub_(self._rates * (residual.mT @ deltas))
         return self.B

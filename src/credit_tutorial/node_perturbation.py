@@ -5,8 +5,9 @@ nonlinearity). With ``L`` the clean and ``L̃`` the noisy per-sample loss,
 
     λ̂_l = (L̃ − L) ξ_l / c²                                   (REFERENCE.md §A)
 
-and a first-order Taylor expansion gives ``E[λ̂_l | x] = ∂L/∂h_l + O(c²)``. The noisy pass starts at the
-first perturbed layer, so the layers below it (the costly input layer included) are not recomputed.
+and a first-order Taylor expansion gives ``E[λ̂_l | x] = ∂L/∂h_l + O(c²)``. The noisy pass starts from the perturbed
+activity ``h_l + ξ_l`` of the first perturbed layer, so neither that layer nor any below it (the costly input
+layer included) is recomputed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from torch import Tensor
 
 from . import rng
-from .networks import MLP, Trace
+from .networks import MLP, LayerRecord, Trace
 from .objectives import Objective
 
 
@@ -57,9 +58,26 @@ def _broadcastable(std: Tensor) -> Tensor:
     return std.view(-1, 1, 1) if std.dim() == 1 else std
 
 
-def _draw(activity: Tensor, generator: rng.Generators, std: Tensor) -> Tensor:
-    shape = activity.shape[1:] if rng.is_ensemble(generator) else activity.shape
+def _draw(activity: Tensor, generator: rng.Generators, std: Tensor, ensemble: bool) -> Tensor:
+    """``ξ ~ N(0, c²)`` shaped like ``activity``. With a list of K generators, copy k draws from generator k: an
+    ensemble's activity ``(K, batch, n)`` is drawn per copy; a single network's ``(batch, n)`` becomes ``(K, batch, n)``
+    (K noise levels or K independent noise draws on one network)."""
+    shape = activity.shape[1:] if (ensemble and rng.is_ensemble(generator)) else activity.shape
     return rng.normal(shape, generator, std=std, dtype=activity.dtype, device=activity.device)
+
+
+def _check_copies(network: MLP, std: Tensor, generator: rng.Generators) -> None:
+    """One noise level and one generator per ensemble copy, when they are given per copy."""
+    copies = network.ensemble_size
+    if std.dim() == 1 and copies is not None and std.numel() != copies:
+        raise ValueError(f"c lists {std.numel()} noise levels but the network is an ensemble of {copies} copies; "
+                         "give one c per copy or a single c")
+    if rng.is_ensemble(generator):
+        if copies is not None and len(generator) != copies:
+            raise ValueError(f"generator lists {len(generator)} generators but the network is an ensemble of "
+                             f"{copies} copies")
+        if std.dim() == 1 and std.numel() != len(generator):
+            raise ValueError(f"c lists {std.numel()} noise levels but generator lists {len(generator)} generators")
 
 
 def resolve_layers(network: MLP, layers: str | Sequence[int]) -> list[int]:
@@ -77,27 +95,40 @@ def resolve_layers(network: MLP, layers: str | Sequence[int]) -> list[int]:
 
 @torch.no_grad()
 def estimate(network: MLP, objective: Objective, trace: Trace, target: Tensor, c, generator: rng.Generators,
-             *, layers: str | Sequence[int] = "hidden", baseline: bool = True) -> PerturbationEstimate:
+             *, layers: str | Sequence[int] = "hidden", baseline: bool = True,
+             clean_loss: Tensor | None = None) -> PerturbationEstimate:
     """Node-perturbation estimate of ``∂L/∂h_l`` for the perturbed layers, from one extra (partial) forward pass.
 
     trace: the clean forward pass of the batch (``network.trace(x)``).
     c: noise standard deviation: a float, one per ensemble copy, or a tensor from :func:`noise_std` (used as is).
+        K values on a single (non-ensemble) network give K estimates at once, ``(K, batch, n)``: a noise sweep.
+    generator: one generator, or one per ensemble copy / per noise level.
     layers: which layers receive noise (all of them at once).
     baseline: subtract the clean loss (``λ̂ = (L̃ − L) ξ / c²``); without it ``λ̂ = L̃ ξ / c²``, which has the same
         mean but a far larger variance.
+    clean_loss: the per-sample clean loss ``(..., batch)`` if the caller has it already (saves recomputing it).
     """
     indices = resolve_layers(network, layers)
     if not isinstance(c, Tensor):
         c = noise_std(c, dtype=trace.output.dtype, device=trace.output.device)
+    _check_copies(network, c, generator)
     std = _broadcastable(c)
+    if hasattr(objective, "target_matrix"):  # class labels → one-hot rows once, for both losses
+        target = objective.target_matrix(trace.output, target)
+    ensemble = network.ensemble_size is not None
     noise: list[Tensor | None] = [None] * network.n_layers
     for index in indices:
-        noise[index] = _draw(trace.layers[index].activity, generator, std)
+        noise[index] = _draw(trace.layers[index].activity, generator, std, ensemble)
+    # The noise enters after the nonlinearity, so the first perturbed layer's a_l and h_l are the clean ones:
+    # the noisy pass starts from h_l + ξ_l and recomputes only the layers above it.
     first = indices[0]
-    start_activity = trace.layers[first - 1].activity if first > 0 else trace.input
-    partial = network.trace_from(first, start_activity, noise)
-    noisy_trace = Trace(trace.layers[:first] + partial.layers, perturbed=True)
-    clean_loss = objective.per_sample(trace.output, target)
+    clean_first = trace.layers[first]
+    perturbed_first = LayerRecord(presynaptic=clean_first.presynaptic, pre_activation=clean_first.pre_activation,
+                                  activity=clean_first.activity + noise[first])
+    partial = network.trace_from(first + 1, perturbed_first.activity, noise)
+    noisy_trace = Trace(trace.layers[:first] + [perturbed_first] + partial.layers, perturbed=True)
+    if clean_loss is None:
+        clean_loss = objective.per_sample(trace.output, target)
     noisy_loss = objective.per_sample(noisy_trace.output, target)
     reward_change = (noisy_loss - clean_loss) if baseline else noisy_loss
     weight = reward_change.unsqueeze(-1) / std.square()  # (..., batch, 1)
@@ -109,13 +140,17 @@ def estimate(network: MLP, objective: Objective, trace: Trace, target: Tensor, c
 @torch.no_grad()
 def estimate_layerwise(network: MLP, objective: Objective, trace: Trace, target: Tensor, c,
                        generator: rng.Generators, *, layers: str | Sequence[int] = "hidden",
-                       baseline: bool = True) -> list[Tensor | None]:
+                       baseline: bool = True, clean_loss: Tensor | None = None) -> list[Tensor | None]:
     """Like :func:`estimate`, but one noisy pass per layer, each perturbing that layer alone.
 
     Lower variance per layer (no cross-talk from the noise in other layers) at the price of one pass per layer.
     """
+    if hasattr(objective, "target_matrix"):
+        target = objective.target_matrix(trace.output, target)
+    if clean_loss is None:
+        clean_loss = objective.per_sample(trace.output, target)
     lambdas: list[Tensor | None] = [None] * network.n_layers
     for index in resolve_layers(network, layers):
         lambdas[index] = estimate(network, objective, trace, target, c, generator, layers=[index],
-                                  baseline=baseline).lambdas[index]
+                                  baseline=baseline, clean_loss=clean_loss).lambdas[index]
     return lambdas

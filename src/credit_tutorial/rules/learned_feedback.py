@@ -16,6 +16,13 @@ from .feedback_alignment import random_feedback
 import torch
 
 
+def _check_per_copy_c(network: MLP, c: Tensor) -> None:
+    if c.dim() == 1 and network.ensemble_size != c.numel():
+        copies = "a single network" if network.ensemble_size is None else \
+            f"an ensemble of {network.ensemble_size} copies"
+        raise ValueError(f"c lists {c.numel()} noise levels (one per ensemble copy) but the network is {copies}")
+
+
 class LearnedFeedback(CreditAssignmentRule):
     """``δ_l = f'(a_l) ⊙ (B_{l+1} δ_{l+1})`` with ``B_{l+1}`` learned by regressing ``λ̂_l`` on ``δ_{l+1}``.
 
@@ -28,7 +35,7 @@ class LearnedFeedback(CreditAssignmentRule):
     -------
     c: noise standard deviation (float, or one per ensemble copy for a noise sweep).
     feedback: ``"ridge"`` (exact, running sums; options ``gamma``, ``rho``, ``solve_every``) or ``"sgd"``
-        (option ``feedback_lr``; ``feedback_init`` ``"zeros"`` or ``"random"``).
+        (option ``feedback_lr``, a float or one per ensemble copy; ``feedback_init`` ``"zeros"`` or ``"random"``).
     perturb: ``"together"`` (one noisy pass, all hidden layers at once) or ``"layerwise"`` (one pass per layer).
     warmup_steps: the first steps learn ``B`` only; ``W`` stays frozen (no gradients written).
     """
@@ -44,6 +51,7 @@ class LearnedFeedback(CreditAssignmentRule):
         super().__init__(network, objective, generator=generator)
         reference = network.weights[0]
         self.register_buffer("c", np_.noise_std(c, dtype=reference.dtype, device=reference.device))
+        _check_per_copy_c(network, self.c)
         if perturb not in ("together", "layerwise"):
             raise ValueError(f"perturb must be 'together' or 'layerwise', got {perturb!r}")
         if not (isinstance(warmup_steps, int) and warmup_steps >= 0):
@@ -77,21 +85,28 @@ class LearnedFeedback(CreditAssignmentRule):
         return propagate_down(output_delta, self.feedback_matrices(), derivatives)[:-1]
 
     def compute_credit(self, x: Tensor, target: Tensor) -> Credit:
-        credit = super().compute_credit(x, target)
-        if self.perturb == "together":
-            lambdas = np_.estimate(self.network, self.objective, credit.trace, target, self.c, self.generator).lambdas
-        else:
-            lambdas = np_.estimate_layerwise(self.network, self.objective, credit.trace, target, self.c,
-                                             self.generator)
-        credit.extras["lambda_hat"] = lambdas
-        return credit
+        # The base class's clean pass and errors, written out so that class labels are one-hot encoded once and the
+        # per-sample clean loss is computed once, for the batch loss and for the node-perturbation baseline.
+        with torch.no_grad():
+            trace = self.network.trace(x)
+            derivatives = self.network.derivatives(trace)
+            if hasattr(self.objective, "target_matrix"):
+                target = self.objective.target_matrix(trace.output, target)
+            output_delta = self.output_delta(trace, target, derivatives)
+            deltas = self.hidden_deltas(trace, output_delta, derivatives) + [output_delta]
+            clean_loss = self.objective.per_sample(trace.output, target)     # (..., batch)
+        estimator = np_.estimate if self.perturb == "together" else np_.estimate_layerwise
+        result = estimator(self.network, self.objective, trace, target, self.c, self.generator, clean_loss=clean_loss)
+        lambdas = result.lambdas if self.perturb == "together" else result
+        return Credit(trace=trace, output_delta=output_delta, deltas=deltas, loss=clean_loss.mean(dim=-1),
+                      extras={"lambda_hat": lambdas})
 
     def step(self, x: Tensor, target: Tensor, *, validate: bool = True) -> Credit:
         if validate:
             from .base import check_batch
             check_batch(self.network, x, target)
         credit = self.compute_credit(x, target)
-        if int(self.steps) >= self.warmup_steps:  # warm-up: B learns while W stays frozen
+        if self.warmup_steps == 0 or int(self.steps) >= self.warmup_steps:  # warm-up: B learns, W stays frozen
             self.write_gradients(credit)
         with torch.no_grad():
             self.update_feedback(credit)
@@ -127,6 +142,7 @@ class NodePerturbationLearning(CreditAssignmentRule):
         super().__init__(network, objective, generator=generator)
         reference = network.weights[0]
         self.register_buffer("c", np_.noise_std(c, dtype=reference.dtype, device=reference.device))
+        _check_per_copy_c(network, self.c)
         if layers not in ("all", "hidden"):
             raise ValueError(f"layers must be 'all' or 'hidden', got {layers!r}")
         if perturb not in ("together", "layerwise"):
