@@ -140,8 +140,14 @@ def add_reproduce(subparsers) -> None:
     register(subparsers)
 
 
+def add_bench(subparsers) -> None:
+    from .bench import add_bench as register
+
+    register(subparsers)
+
+
 #: subcommand registrars, in the order ``--help`` lists them
-COMMANDS = [add_train, add_reproduce]
+COMMANDS = [add_train, add_reproduce, add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

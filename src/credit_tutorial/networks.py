@@ -48,6 +48,9 @@ def linear(h: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """``a = h Wᵀ + b`` for ``h (..., batch, n_in)``, ``W (..., n_out, n_in)``, ``b (..., n_out)``."""
     if weight.dim() == 2:
         return torch.nn.functional.linear(h, weight, bias)  # fused addmm on the common 2-d path
+    if bias is not None and h.dim() == weight.dim() == 3 and h.shape[0] == weight.shape[0]:
+        # an ensemble, each copy on its own batch: b + h Wᵀ in one batched kernel, (K, batch, n_out)
+        return torch.baddbmm(bias.unsqueeze(-2), h, weight.mT)
     a = h @ weight.mT
     return a if bias is None else a + bias.unsqueeze(-2)
 
@@ -114,6 +117,18 @@ class MLP(nn.Module):
         """Bias of layer ``index + 1`` (0-based index), or ``None``."""
         return None if self.biases is None else self.biases[index]
 
+    # Indexing an nn.ParameterList costs a string conversion and a module attribute lookup per item (about as
+    # much as a small matrix product on a CPU); hot loops take plain lists once per step instead.
+    def weight_list(self) -> list[nn.Parameter]:
+        """``[W_1, …, W_L]`` as a plain list (the parameters themselves, not copies)."""
+        return list(self.weights._parameters.values())
+
+    def bias_list(self) -> list[nn.Parameter | None]:
+        """``[b_1, …, b_L]`` as a plain list, or L times ``None`` for a network without biases."""
+        if self.biases is None:
+            return [None] * len(self.weights)
+        return list(self.biases._parameters.values())
+
     def extra_repr(self) -> str:
         names = "/".join(a.name for a in self.activations)
         lead = "" if self.ensemble_size is None else f", ensemble of {self.ensemble_size}"
@@ -143,8 +158,9 @@ class MLP(nn.Module):
         Node perturbation uses this to begin its noisy pass at the first perturbed layer.
         """
         layers = []
-        for index in range(start, self.n_layers):
-            a = linear(h, self.weights[index], self.bias(index))
+        weights, biases = self.weight_list(), self.bias_list()
+        for index in range(start, len(weights)):
+            a = linear(h, weights[index], biases[index])
             out = self.activations[index](a)
             if noise is not None and noise[index] is not None:
                 out = out + noise[index]
@@ -156,8 +172,8 @@ class MLP(nn.Module):
         """The network's output ``ŷ = h_L``."""
         self._check_input(x)
         h = x
-        for index in range(self.n_layers):
-            h = self.activations[index](linear(h, self.weights[index], self.bias(index)))
+        for weight, bias, f in zip(self.weight_list(), self.bias_list(), self.activations):
+            h = f(linear(h, weight, bias))
         return h
 
     def derivatives(self, trace: Trace) -> list[Tensor]:

@@ -25,21 +25,36 @@ class EnsembleSGD(torch.optim.Optimizer):
     def __init__(self, params: Iterable[torch.nn.Parameter], lr: float | Sequence[float]):
         check_learning_rate(lr)
         super().__init__(params, {"lr": lr})
+        self._rates: dict[tuple, Tensor] = {}  # per-copy rates as (K, 1, …, 1) tensors, built once
+
+    def _rate(self, lr, p: Tensor) -> Tensor:
+        """``η`` shaped ``(K, 1, …, 1)`` to broadcast against ``p`` (cached unless ``lr`` is a tensor)."""
+        key = None if isinstance(lr, Tensor) else (tuple(lr), p.dtype, p.device, p.dim())
+        rate = self._rates.get(key)
+        if rate is None:
+            rate = torch.as_tensor(lr, dtype=p.dtype, device=p.device)
+            if rate.shape[0] != p.shape[0]:
+                raise ValueError(f"lr lists {rate.shape[0]} learning rates but the parameter's "
+                                 f"ensemble dimension is {p.shape[0]}")
+            rate = rate.view(-1, *([1] * (p.dim() - 1)))
+            if key is not None:
+                self._rates[key] = rate
+        return rate
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = closure() if closure is not None else None
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
         for group in self.param_groups:
             lr = group["lr"]
+            per_copy = isinstance(lr, (list, tuple, Tensor))
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                if isinstance(lr, (list, tuple, Tensor)):
-                    rate = torch.as_tensor(lr, dtype=p.dtype, device=p.device)
-                    if rate.shape[0] != p.shape[0]:
-                        raise ValueError(f"lr lists {rate.shape[0]} learning rates but the parameter's "
-                                         f"ensemble dimension is {p.shape[0]}")
-                    p.sub_(rate.view(-1, *([1] * (p.dim() - 1))) * p.grad)
+                if per_copy:
+                    p.addcmul_(self._rate(lr, p), p.grad, value=-1.0)  # θ_k −= η_k ∂L/∂θ_k, no temporary
                 else:
-                    p.sub_(lr * p.grad)
+                    p.add_(p.grad, alpha=-lr)  # θ −= η ∂L/∂θ, exactly torch.optim.SGD's update
         return loss

@@ -51,22 +51,31 @@ def backprop_deltas(weights: Sequence[Tensor], derivatives: Sequence[Tensor], ou
     return propagate_down(output_delta, [W.mT for W in weights[1:]], derivatives)
 
 
+def batch_mean_outer(delta: Tensor, presynaptic: Tensor) -> Tensor:
+    """``⟨δ hᵀ⟩ = δᵀ h / batch``, ``(..., n_out, n_in)``, from ``δ (..., batch, n_out)`` and ``h (..., batch, n_in)``.
+
+    The division is done in place on the product, so the only new tensor is the result: for an ensemble's
+    ``(K, n_out, n_in)`` gradient a second temporary of that size costs more than the product itself.
+    """
+    return torch.matmul(delta.mT, presynaptic).div_(delta.shape[-2])  # (..., n_out, batch) @ (..., batch, n_in)
+
+
 def weight_gradients(trace: Trace, deltas: Sequence[Tensor]) -> list[tuple[Tensor, Tensor]]:
     """Batch-mean ``(∂L/∂W_l, ∂L/∂b_l) = (⟨δ_l h_{l-1}ᵀ⟩, ⟨δ_l⟩)`` for every layer, from the given errors."""
-    grads = []
-    for record, delta in zip(trace.layers, deltas):
-        batch = delta.shape[-2]
-        grad_w = delta.mT @ record.presynaptic / batch  # (..., n_l, batch) @ (..., batch, n_{l-1})
-        grads.append((grad_w, delta.mean(dim=-2)))
-    return grads
+    return [(batch_mean_outer(delta, record.presynaptic), delta.mean(dim=-2))
+            for record, delta in zip(trace.layers, deltas)]
 
 
-def accumulate_grad(parameter: torch.nn.Parameter, value: Tensor) -> None:
-    """Add ``value`` to ``parameter.grad`` as autograd would (creating it when absent)."""
+def accumulate_grad(parameter: torch.nn.Parameter, value: Tensor, *, owned: bool = False) -> None:
+    """Add ``value`` to ``parameter.grad`` as autograd would (creating it when absent).
+
+    ``owned=True`` says ``value`` is a fresh tensor that nothing else holds or changes: it then becomes ``.grad``
+    itself instead of a copy (a gradient written into two parameters, e.g. ``W`` and ``W′ = Wᵀ``, is not owned).
+    """
     value = value.detach()
     if value.shape != parameter.shape:
         raise ValueError(f"gradient of shape {tuple(value.shape)} does not fit parameter {tuple(parameter.shape)}")
     if parameter.grad is None:
-        parameter.grad = value.clone()
+        parameter.grad = value if owned else value.clone()
     else:
         parameter.grad.add_(value)

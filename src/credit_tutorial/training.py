@@ -94,9 +94,25 @@ def _learning_rates(optimizer) -> str:
     return ", ".join(str(r) for r in rates)
 
 
+def _rows(values: Tensor, indices: Tensor) -> Tensor:
+    """``values[indices]`` for ``indices`` ``(batch,)`` or ``(K, batch)``: ``(..., batch, *values.shape[1:])``.
+
+    ``index_select`` on the flattened indices gathers the same rows several times faster than advanced indexing
+    (about 5 µs instead of 20 µs for a batch of 32 MNIST images on one CPU core).
+    """
+    return values.index_select(0, indices.flatten()).view(*indices.shape, *values.shape[1:])
+
+
 def _diverged(loss: Tensor, threshold: float) -> Tensor:
     """Boolean mask of diverged copies (a 0-d tensor for a single network)."""
     return ~torch.isfinite(loss) | (loss.abs() > threshold)
+
+
+def _diverged_error(step: int, steps_per_epoch: int, copy: str, value: float, optimizer, rule) -> TrainingDiverged:
+    """The error for a divergence at 0-based ``step``: which step, which value, and what to lower."""
+    return TrainingDiverged(f"training diverged at step {step + 1} (epoch {step // steps_per_epoch + 1}){copy}: "
+                            f"batch loss = {value:.4g}. Lower the learning rate (now {_learning_rates(optimizer)})"
+                            f"{rule.divergence_hint()}.")
 
 
 def _freeze(rule, dead: Tensor) -> None:
@@ -203,22 +219,24 @@ def fit(rule, optimizer: torch.optim.Optimizer, data: Dataset, *, epochs: float 
                 state["permutation"] = rng.permutation(n, generator, device=device)
             start = state["position"] * batch_size
             indices = state["permutation"][..., start:start + batch_size]
-            x, y = data.x_train[indices], data.y_train[indices]
+            x, y = _rows(data.x_train, indices), _rows(data.y_train, indices)
             optimizer.zero_grad(set_to_none=True)
             credit = rule.step(x, y, validate=False)
-            bad = _diverged(credit.loss, divergence_threshold)
-            if state["dead"] is not None:
-                bad = bad & ~state["dead"]
-            if bool(bad.any()):
-                if on_divergence == "raise":
-                    index = int(bad.flatten().nonzero()[0, 0])
-                    copy = "" if network.ensemble_size is None else f" in ensemble copy {index}"
-                    value = credit.loss.flatten()[index].item()
-                    raise TrainingDiverged(
-                        f"training diverged at step {state['step'] + 1} (epoch "
-                        f"{state['step'] // steps_per_epoch + 1}){copy}: batch loss = {value:.4g}. Lower the "
-                        f"learning rate (now {_learning_rates(optimizer)}){rule.divergence_hint()}.")
-                state["dead"] = bad if state["dead"] is None else state["dead"] | bad
+            if credit.loss.dim() == 0:  # one network: read the loss once (five tensor operations cost more)
+                value = float(credit.loss)
+                if not (math.isfinite(value) and abs(value) <= divergence_threshold):
+                    raise _diverged_error(state["step"], steps_per_epoch, "", value, optimizer, rule)
+            else:
+                bad = _diverged(credit.loss, divergence_threshold)
+                if state["dead"] is not None:
+                    bad = bad & ~state["dead"]
+                if bool(bad.any()):
+                    if on_divergence == "raise":
+                        index = int(bad.flatten().nonzero()[0, 0])
+                        copy = "" if network.ensemble_size is None else f" in ensemble copy {index}"
+                        raise _diverged_error(state["step"], steps_per_epoch, copy,
+                                              credit.loss.flatten()[index].item(), optimizer, rule)
+                    state["dead"] = bad if state["dead"] is None else state["dead"] | bad
             if state["dead"] is not None:
                 _freeze(rule, state["dead"])
             optimizer.step()

@@ -17,7 +17,7 @@ class Backprop(CreditAssignmentRule):
                     "global reward only": False, "meta-learned prior": False}
 
     def hidden_deltas(self, trace: Trace, output_delta: Tensor, derivatives: list[Tensor]) -> list[Tensor]:
-        return backprop_deltas(list(self.network.weights), derivatives, output_delta)[:-1]
+        return backprop_deltas(self.network.weight_list(), derivatives, output_delta)[:-1]
 
     def feedback_matrices(self) -> list[Tensor]:
-        return [W.detach().mT for W in self.network.weights[1:]]
+        return [W.detach().mT for W in self.network.weight_list()[1:]]

@@ -10,14 +10,14 @@ updates them) and declares the objective it descends.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from ..networks import MLP, Trace
 from ..objectives import Objective, get_objective
-from ..propagation import accumulate_grad, weight_gradients
+from ..propagation import accumulate_grad, batch_mean_outer
 from .. import rng
 
 
@@ -34,6 +34,15 @@ class Credit:
     deltas: list[Tensor]
     loss: Tensor
     extras: dict[str, Any] = field(default_factory=dict)
+
+
+class CleanPass(NamedTuple):
+    """What :meth:`CreditAssignmentRule.clean_pass` computed for one batch."""
+
+    credit: Credit            # trace, δ_L, the rule's δ_l and the batch-mean loss
+    target: Tensor            # the target as the objective compares it (class labels → one-hot rows under MSE)
+    per_sample_loss: Tensor   # the clean loss of each sample, (..., batch)
+    derivatives: list[Tensor]  # f_l'(a_l) for l = 1..L, (..., batch, n_l)
 
 
 class BufferList(nn.Module):
@@ -57,7 +66,7 @@ class BufferList(nn.Module):
             index += self._length
         if not 0 <= index < self._length:
             raise IndexError(index)
-        return getattr(self, str(index))
+        return self._buffers[str(index)]
 
     def __setitem__(self, index: int, tensor: Tensor) -> None:
         if index < 0:
@@ -65,7 +74,7 @@ class BufferList(nn.Module):
         setattr(self, str(index), tensor)
 
     def __iter__(self):
-        return (self[i] for i in range(self._length))
+        return iter(list(self._buffers.values()))  # "0", "1", … in order (a replaced buffer keeps its place)
 
 
 def check_batch(network: MLP, x: Tensor, target: Tensor) -> None:
@@ -89,6 +98,14 @@ def check_batch(network: MLP, x: Tensor, target: Tensor) -> None:
     if not fits:
         raise ValueError(f"target must hold one entry (label or row) per sample of x: x has a batch of "
                          f"{x.shape[-2]}, target has shape {tuple(target.shape)}")
+
+
+def target_rows(objective: Objective, output: Tensor, target: Tensor) -> Tensor:
+    """The target as the objective compares it with the output: class labels become one-hot rows once per batch
+    (for objectives with a ``target_matrix``, e.g. the squared error), so that the output error and the loss do
+    not each convert and range-check the labels again. Other objectives get ``target`` unchanged."""
+    to_rows = getattr(objective, "target_matrix", None)
+    return target if to_rows is None else to_rows(output, target)
 
 
 class CreditAssignmentRule(nn.Module):
@@ -127,26 +144,42 @@ class CreditAssignmentRule(nn.Module):
         return ""
 
     # ------------------------------------------------------------------ the shared machinery
-    def output_delta(self, trace: Trace, target: Tensor, derivatives: list[Tensor]) -> Tensor:
-        """``δ_L = f_L'(a_L) ⊙ ∂L/∂ŷ`` for the rule's objective."""
-        return derivatives[-1] * self.objective.output_gradient(trace.output, target)
+    def output_delta(self, trace: Trace, target: Tensor, derivatives: list[Tensor], *,
+                     gradient: Tensor | None = None) -> Tensor:
+        """``δ_L = f_L'(a_L) ⊙ ∂L/∂ŷ`` for the rule's objective (``gradient``: ``∂L/∂ŷ`` if already computed)."""
+        if gradient is None:
+            gradient = self.objective.output_gradient(trace.output, target)
+        if self.network.activations[-1].name == "identity":  # f' = 1: δ_L is ∂L/∂ŷ itself
+            return gradient
+        return derivatives[-1] * gradient
+
+    def clean_pass(self, x: Tensor, target: Tensor) -> CleanPass:
+        """:meth:`compute_credit`'s forward pass and errors, with what a rule that runs a second, noisy pass reuses
+        (see :class:`CleanPass`). Writes nothing."""
+        with torch.no_grad():
+            trace = self.network.trace(x)
+            target = target_rows(self.objective, trace.output, target)
+            derivatives = self.network.derivatives(trace)
+            per_sample, gradient = self.objective.loss_and_gradient(trace.output, target)
+            output_delta = self.output_delta(trace, target, derivatives, gradient=gradient)
+            deltas = self.hidden_deltas(trace, output_delta, derivatives) + [output_delta]
+            loss = per_sample.mean(dim=-1)  # the batch mean, as objective(output, target)
+        credit = Credit(trace=trace, output_delta=output_delta, deltas=deltas, loss=loss)
+        return CleanPass(credit, target, per_sample, derivatives)
 
     def compute_credit(self, x: Tensor, target: Tensor) -> Credit:
         """Forward pass and error signals for one batch; writes nothing."""
-        with torch.no_grad():
-            trace = self.network.trace(x)
-            derivatives = self.network.derivatives(trace)
-            output_delta = self.output_delta(trace, target, derivatives)
-            deltas = self.hidden_deltas(trace, output_delta, derivatives) + [output_delta]
-            loss = self.objective(trace.output, target)
-        return Credit(trace=trace, output_delta=output_delta, deltas=deltas, loss=loss)
+        return self.clean_pass(x, target).credit
 
     def write_gradients(self, credit: Credit) -> None:
         """Write ``∂L/∂W_l = ⟨δ_l h_{l−1}ᵀ⟩`` and ``∂L/∂b_l = ⟨δ_l⟩`` into ``.grad`` (accumulating, like autograd)."""
-        for index, (grad_w, grad_b) in enumerate(weight_gradients(credit.trace, credit.deltas)):
-            accumulate_grad(self.network.weights[index], grad_w)
-            if self.network.has_bias:
-                accumulate_grad(self.network.biases[index], grad_b)
+        network = self.network
+        for record, delta, weight, bias in zip(credit.trace.layers, credit.deltas, network.weight_list(),
+                                               network.bias_list()):
+            # both values are fresh tensors: they become .grad without a copy (owned)
+            accumulate_grad(weight, batch_mean_outer(delta, record.presynaptic), owned=True)  # (..., n_l, n_{l-1})
+            if bias is not None:
+                accumulate_grad(bias, delta.mean(dim=-2), owned=True)  # (..., n_l)
 
     def step(self, x: Tensor, target: Tensor, *, validate: bool = True) -> Credit:
         """One batch: compute the credit, write ``.grad``, learn the feedback. Call ``optimizer.step()`` after."""
