@@ -13,9 +13,9 @@ from credit_tutorial.flp import analysis
 from credit_tutorial.flp.episode import Episode, stack_episodes
 from credit_tutorial.flp.experiment import FewShotConfig, SineConfig, meta_test, meta_train, prepare
 from credit_tutorial.flp.few_shot import few_shot_episode, load_omniglot, mnist_pools
-from credit_tutorial.flp.learners import FeatureReuseLearner, FLPLearner, GradientLearner
+from credit_tutorial.flp.learners import FeatureReuseLearner, FLPLearner, GradientLearner, MetaSGDLearner
 from credit_tutorial.flp.lifetime import flp_step, sgd_step, task_loss, weight_gradients
-from credit_tutorial.flp.meta import meta_fit, meta_optimizer
+from credit_tutorial.flp.meta import MetaTrainingDiverged, meta_fit, meta_optimizer
 from credit_tutorial.flp.reproduce import reproduce_flp_sine
 from credit_tutorial.flp.sine import sine_episode
 
@@ -155,9 +155,62 @@ def test_meta_gradient_through_a_tiny_flp_lifetime_passes_gradcheck(kind):
     _gradcheck_learner(learner, tiny_episode(kind))
 
 
-def test_meta_gradient_through_a_tiny_gradient_based_lifetime_passes_gradcheck():
-    learner = GradientLearner((3, 4, 3, 1), 2, init_learning_rate=0.1, generator=gen(8), dtype=F64)
+@pytest.mark.parametrize("learner_class", [GradientLearner, MetaSGDLearner])
+def test_meta_gradient_through_a_tiny_gradient_based_lifetime_passes_gradcheck(learner_class):
+    learner = learner_class((3, 4, 3, 1), 2, init_learning_rate=0.1, generator=gen(8), dtype=F64)
     _gradcheck_learner(learner, tiny_episode())
+
+
+def test_the_gradient_baseline_keeps_one_fixed_learning_rate():
+    """The paper's baseline: inner SGD with one fixed η on the plastic layers; only initial weights are learned."""
+    learner = GradientLearner((11, 6, 6, 1), 2, learning_rate=0.02, generator=gen(0), dtype=F64)
+    assert set(learner.parameter_groups()) == {"weights"}
+    assert [name for name, _ in learner.named_parameters()] == [f"{kind}.{i}" for kind in ("weights", "biases")
+                                                                for i in range(3)]
+    optimizer = meta_optimizer(learner, lr=1e-2)
+    assert [group["name"] for group in optimizer.param_groups] == ["weights"]
+    episode = sine_episode(gen(1), batches_per_task=1, batch_size=4, n_test_per_task=2, dtype=F64)
+    meta_fit(learner, optimizer, lambda g: episode, episodes=3, generator=gen(2))
+    assert float(learner.eta) == 0.02 and all(float(r) == 0.02 for r in learner.learning_rates())
+    # one lifetime step is W − η ∂ℓ/∂W on the plastic layers, the first layer untouched
+    weights = [W.detach() for W in learner.weights]
+    biases = [b.detach() for b in learner.biases]
+    x, y = episode.x_train[0], episode.y_train[0]
+    _, grads = weight_gradients(weights, biases, x, y, kind="regression", n_layers=2)
+    one_step = Episode(x[None], y[None], episode.x_test, episode.y_test, episode.task_train[:1], episode.task_test,
+                       "regression", 1)
+    final = learner.lifetime(one_step)
+    assert torch.equal(final[0], weights[0])
+    for got, W, g in zip(final[1:], weights[1:], grads):
+        torch.testing.assert_close(got, W - 0.02 * g)
+    # the keyword of earlier versions is an alias; the default is the paper's 0.003
+    assert GradientLearner((11, 6, 1), 1, init_learning_rate=0.05, generator=gen(0)).learning_rate == 0.05
+    assert GradientLearner((11, 6, 1), 1, generator=gen(0)).learning_rate == 3e-3
+    # Meta-SGD learns a rate per synapse, starting at η₀
+    meta_sgd = MetaSGDLearner((11, 6, 6, 1), 2, init_learning_rate=0.02, generator=gen(0), dtype=F64)
+    assert set(meta_sgd.parameter_groups()) == {"weights", "plasticity"}
+    assert [tuple(r.shape) for r in meta_sgd.learning_rates()] == [(6, 6), (1, 6)]
+    torch.testing.assert_close(meta_sgd.learning_rates()[0], torch.full((6, 6), 0.02, dtype=F64))
+
+
+def test_a_learning_rate_per_copy_equals_single_runs():
+    rates = [0.01, 0.05]
+    ensemble = GradientLearner((11, 6, 6, 1), 2, learning_rate=rates, generator=[gen(3), gen(3)], dtype=F64)
+    episodes = sine_episode([gen(4), gen(4)], batches_per_task=2, batch_size=4, n_test_per_task=3, meta_batch=2,
+                            dtype=F64)
+    losses = ensemble.evaluate(episodes)["loss"]                              # (K, M)
+    for k, rate in enumerate(rates):
+        single = GradientLearner((11, 6, 6, 1), 2, learning_rate=rate, generator=gen(3), dtype=F64)
+        torch.testing.assert_close(losses[k], single.evaluate(episodes.copy(k))["loss"])
+    assert not torch.allclose(losses[0], losses[1])
+    with pytest.raises(ValueError, match="one value per ensemble copy"):
+        GradientLearner((11, 6, 1), 1, learning_rate=[0.1, 0.2, 0.3], generator=[gen(0), gen(1)])
+    with pytest.raises(ValueError, match="learning_rate must be a positive finite number"):
+        GradientLearner((11, 6, 1), 1, learning_rate=-0.1, generator=gen(0))
+    with pytest.raises(ValueError, match="not both"):
+        GradientLearner((11, 6, 1), 1, learning_rate=0.1, init_learning_rate=0.1, generator=gen(0))
+    with pytest.raises(ValueError, match="init_learning_rate must be a positive finite number"):
+        MetaSGDLearner((11, 6, 1), 1, init_learning_rate=0.0, generator=gen(0))
 
 
 def test_ensemble_copy_and_meta_batch_equal_single_runs():
@@ -330,7 +383,7 @@ def killed_after(sample, calls):
     return wrapped
 
 
-@pytest.mark.parametrize("method", ["flp", "gradient"])
+@pytest.mark.parametrize("method", ["flp", "gradient", "meta_sgd"])
 def test_a_killed_meta_training_resumes_to_the_uninterrupted_result(tmp_path, method):
     config = SineConfig(method=method, **TINY)
     straight = meta_train(config, seeds=[0, 1], orders=["iid", "continual"])
@@ -344,6 +397,8 @@ def test_a_killed_meta_training_resumes_to_the_uninterrupted_result(tmp_path, me
     for (name, a), (_, b) in zip(straight.learner.named_parameters(), resumed.learner.named_parameters()):
         assert torch.equal(a, b), name
     assert straight.history["meta_loss"] == resumed.history["meta_loss"]
+    assert straight.history["first_meta_losses"] == resumed.history["first_meta_losses"]
+    assert len(straight.history["first_meta_losses"]) == 5 and len(straight.history["first_meta_losses"][0]) == 4
     assert straight.history["episode"] == resumed.history["episode"] == [2, 4, 6]
     assert meta_test(straight) == meta_test(resumed)
 
@@ -418,3 +473,161 @@ def test_reproduce_flp_sine_is_offered_to_the_command_line(tmp_path):
     assert saved["command"] == "reproduce flp-sine --quick" and set(saved["final"]) == {"flp", "feature_reuse", "gradient"}
     assert saved["seeds"] == [0, 1] and result["final"] == saved["final"]
     assert (tmp_path / "table1" / "flp.ckpt").exists()
+
+
+# ------------------------------------------------------------------- validation stream, sweeps, shipped results
+def test_validation_episodes_come_from_their_own_stream():
+    config = SineConfig(**TINY)
+    run = meta_train(replace_config(config, episodes=1), seeds=[0], orders="iid")
+    validation = meta_test(run, stream="validation", episodes=2, meta_batch=1)
+    test = meta_test(run, stream="test", episodes=2, meta_batch=1)
+    assert validation["loss"] != test["loss"]
+    assert meta_test(run, stream="validation", episodes=2, meta_batch=1) == validation      # reproducible
+    v_episode = run.sampler(split="train")(run.validation_generators())
+    t_episode = run.sampler()(run.meta_test_generators())
+    train_episode = run.sampler(split="train")(rng.make_generator(0))
+    assert not torch.equal(v_episode.x_train, t_episode.x_train)
+    assert not torch.equal(v_episode.x_train, train_episode.x_train)
+    with pytest.raises(ValueError, match="stream must be one of"):
+        meta_test(run, stream="train")
+
+
+def replace_config(config, **changes):
+    from dataclasses import replace
+    return replace(config, **changes)
+
+
+def test_a_sweep_scores_settings_on_validation_episodes_and_selects_the_best():
+    from credit_tutorial.flp.reproduce import rerun_first_steps
+    from credit_tutorial.flp.sweeps import select, sweep
+
+    config = SineConfig(**{**TINY, "episodes": 3})
+    settings = {"small P": {"init_plasticity": 1e-4}, "gradient": {"method": "gradient", "init_learning_rate": 0.01},
+                "blows up": {"init_plasticity": 50.0}}
+    record = sweep(config, settings, seeds=(0,), orders=("iid", "continual"), validation_episodes=4)
+    rows = record["settings"]
+    assert "diverged" in rows["blows up"] and "validation" not in rows["blows up"]
+    for label in ("small P", "gradient"):
+        validation = rows[label]["validation"]
+        assert len(validation["on"]) == len(validation["off"]) == 2
+        assert set(validation["on_by_order"]) == {"iid", "continual"}
+        assert rows[label]["first_meta_losses"] == rerun_first_steps(rows[label]["config"], (0,), ("iid", "continual"))
+    assert rows["small P"]["p_ratio"] and "p_ratio" not in rows["gradient"]
+    best = min(("small P", "gradient"), key=lambda label: rows[label]["validation"]["on_mean"])
+    assert select(record) == best
+    with pytest.raises(ValueError, match="every setting of the sweep diverged"):
+        select({"settings": {"x": rows["blows up"]}})
+
+
+def test_comparison_variants_give_the_flp_family_its_settings_and_one_gradient_run_per_rate():
+    from credit_tutorial.flp.experiment import CHAPTER_FLP
+    from credit_tutorial.flp.reproduce import comparison_variants
+
+    from credit_tutorial.flp.experiment import preset_flp_settings
+
+    variants = comparison_variants(("flp", "feature_reuse", "gradient", "meta_sgd"), gradient_lrs=(0.003, 0.03),
+                                   flp_settings=CHAPTER_FLP)
+    assert list(variants) == ["flp", "feature_reuse", "gradient_lr0.003", "gradient_lr0.03", "meta_sgd"]
+    assert variants["flp"] == {"method": "flp", **CHAPTER_FLP} and variants["feature_reuse"]["lr"] == CHAPTER_FLP["lr"]
+    assert variants["gradient_lr0.03"] == {"method": "gradient", "init_learning_rate": 0.03}
+    assert variants["meta_sgd"] == {"method": "meta_sgd"}
+    # without settings (the paper's preset), every method keeps the preset's own values
+    assert comparison_variants() == {m: {"method": m} for m in ("flp", "feature_reuse", "gradient")}
+    assert preset_flp_settings("sine-medium") == CHAPTER_FLP and preset_flp_settings("sine-paper") is None
+
+
+def _shipped_runs():
+    """Every run a result file shipped with the package records: (config, seeds, orders, first meta-losses)."""
+    from credit_tutorial.flp.reproduce import RESULTS
+
+    cases = []
+    for path in sorted(RESULTS.glob("sweep-*.json")):
+        record = json.loads(path.read_text())
+        for label, row in record["settings"].items():
+            if "first_meta_losses" in row:
+                cases.append(pytest.param(path, row["config"], record["seeds"], record["orders"],
+                                          row["first_meta_losses"], id=f"{path.stem}:{label}"))
+    for path in sorted(RESULTS.glob("*/summary.json")):
+        record = json.loads(path.read_text())
+        for label, entry in record["methods"].items():
+            cases.append(pytest.param(path, entry["config"], record["seeds"], record["orders"],
+                                      entry["history"]["first_meta_losses"], id=f"{path.parent.name}:{label}"))
+    return cases
+
+
+@pytest.mark.parametrize("path, config, seeds, orders, first_losses", _shipped_runs())
+def test_shipped_results_record_their_command_and_reproduce_their_first_meta_steps(path, config, seeds, orders,
+                                                                                  first_losses):
+    from credit_tutorial.flp.reproduce import rerun_first_steps
+
+    from credit_tutorial.flp.reproduce import RESULTS
+
+    command = json.loads(path.read_text())["command"]
+    written = path.parent if path.name == "summary.json" else path          # compare writes a directory
+    assert command.startswith("python -m credit_tutorial.flp.reproduce ")
+    assert f"--out src/credit_tutorial/flp/results/{written.relative_to(RESULTS)}" in command
+    steps = 2
+    assert len(first_losses) >= steps
+    again = rerun_first_steps(config, seeds, orders, steps=steps)
+    np.testing.assert_allclose(np.asarray(again), np.asarray(first_losses[:steps]), rtol=1e-4)
+
+
+def test_the_shipped_full_scale_measurement_reproduces_its_first_meta_loss():
+    """The one-episode run of the paper's setting: its only meta-step's loss is the test loss of the first lifetime
+    (before any update), which a forward pass re-computes."""
+    from credit_tutorial.flp.reproduce import RESULTS, config_from_record
+
+    record = json.loads((RESULTS / "flp_sine_cpu_1_episode.json").read_text())
+    assert record["command"].startswith("python -m credit_tutorial.flp.reproduce flp-sine --episodes 1")
+    assert record["config"]["episodes"] == 1 and record["history"]["episode"] == [1]
+    config = config_from_record({"task": "sine", **record["config"]})
+    run, _, sample, data = prepare(config, seeds=[record["seed"]], orders=record["order"])
+    with torch.no_grad():
+        loss = run.learner.episode_loss(sample(data))
+    np.testing.assert_allclose(float(loss), record["history"]["meta_loss"][0], rtol=1e-4)
+
+
+def test_skip_diverged_drops_only_the_lifetimes_that_blow_up():
+    """A copy whose lifetime blows up gets a zero meta-gradient for that step; the other copies train exactly as
+    they would alone."""
+    config = SineConfig(**{**TINY, "episodes": 4, "log_every": 2, "init_plasticity": 1e-3})
+
+    def make():
+        run, optimizer, sample, data = prepare(config, seeds=[0, 1], orders="iid")
+        with torch.no_grad():
+            run.learner.plasticity_raw[0][0].fill_(400.0)    # P ≈ 0.6 on copy 0's hidden layer: it blows up
+        return run, optimizer, sample, data
+
+    run, optimizer, sample, data = make()
+    with pytest.raises(MetaTrainingDiverged, match="skip such lifetimes"):
+        meta_fit(run.learner, optimizer, sample, episodes=4, generator=data, log_every=2)
+    # meta-testing counts the lifetimes that blow up and averages the others
+    tested = meta_test(run, episodes=4, meta_batch=2)
+    assert tested["diverged"][0] >= 1 and tested["diverged"][1] == 0
+    assert tested["loss"][1] is not None and math.isfinite(tested["loss"][1])
+    json.dumps(tested, allow_nan=False)                                   # a result file can hold it
+    run, optimizer, sample, data = make()
+    history = meta_fit(run.learner, optimizer, sample, episodes=4, generator=data, log_every=2, skip_diverged=True,
+                       max_grad_norm=1.0)
+    assert history["skipped"][-1][0] >= 1 and history["skipped"][-1][1] == 0
+    assert all(math.isfinite(v) for v in np.asarray(history["meta_loss"], dtype=float)[:, 1])
+    assert all(torch.isfinite(p).all() for p in run.learner.parameters())
+    # copy 1 is exactly the single run with seed 1
+    single, single_optimizer, single_sample, single_data = prepare(config, seeds=[1], orders="iid")
+    single_history = meta_fit(single.learner, single_optimizer, single_sample, episodes=4, generator=single_data,
+                              log_every=2, max_grad_norm=1.0)
+    np.testing.assert_allclose(np.asarray(history["meta_loss"], dtype=float)[:, 1], single_history["meta_loss"], rtol=1e-6)
+    for (name, p), q in zip(run.learner.named_parameters(), single.learner.parameters()):
+        torch.testing.assert_close(p[1], q, msg=name)
+
+
+def test_result_files_are_compact_atomic_and_read_back_equal(tmp_path):
+    from credit_tutorial.flp.reproduce import save_result
+
+    record = {"command": "x", "β": [0.5, 0.25], "nested": {"losses": [[1.0, 2.0], [3.0, None]], "rows": [{"a": 1}]}}
+    path = save_result(record, tmp_path / "r.json")
+    text = path.read_text()
+    assert json.loads(text) == record and '"losses": [[1.0, 2.0], [3.0, null]]' in text
+    with pytest.raises(ValueError):
+        save_result({"loss": float("nan")}, tmp_path / "bad.json")
+    assert not (tmp_path / "bad.json").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]

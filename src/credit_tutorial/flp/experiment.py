@@ -9,6 +9,7 @@ the same seed start from the same initial weights and see the same episodes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Sequence
@@ -25,6 +26,10 @@ from .sine import ORDERS, sine_episode
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _META_TEST_OFFSET = 3_000_009
+#: validation episodes: drawn like meta-training episodes (same task distribution, meta-training classes for
+#: few-shot) but from their own stream, for choosing settings without ever looking at meta-test episodes
+_VALIDATION_OFFSET = 1_000_003
+STREAMS = ("test", "validation")
 
 #: the paper's regression setting (REFERENCE.md §B): 11→300×5→900→300→300→1, 400 inner steps, 20,000 episodes,
 #: meta Adam lr 1e-4 for W, B and β. The authors start P at 0 and train the raw P with Adam at lr 1e-8, so P rises
@@ -37,27 +42,55 @@ PAPER_SINE = dict(sizes=(11, 300, 300, 300, 300, 300, 900, 300, 300, 1), plastic
                   log_every=20)
 
 
+#: FLP's meta-learning settings, chosen on validation episodes at the chapter's scale by the ``flp-chapter`` sweep
+#: (:data:`.sweeps.FLP_SETTINGS`, result ``results/sweep-flp-chapter.json``): P₀ = 1e-5, Adam lr 0.5 on the raw
+#: plasticity, 0.03 on β's logit, 0.01 on the initial weights and feedback. They apply to the FLP family (FLP and
+#: feature reuse, which share its machinery) through :func:`method_overrides`; the gradient-based learners keep the
+#: preset's meta learning rate 3e-3, at which their fixed inner learning rate was chosen (``gradient-lr-*`` sweeps).
+CHAPTER_FLP = dict(init_plasticity=1e-5, lr_plasticity=0.5, lr_beta=0.03, lr_feedback=None, lr=1e-2)
+FLP_FAMILY = ("flp", "feature_reuse")
+
+
+def method_overrides(method: str, *, flp_settings: dict | None = None, learning_rate: float | None = None) -> dict:
+    """Config overrides that turn a preset into ``method``'s run: the FLP family gets ``flp_settings`` (when
+    given, e.g. :data:`CHAPTER_FLP`), a gradient-based learner its inner ``learning_rate`` (when given)."""
+    overrides = {"method": method}
+    if method in FLP_FAMILY and flp_settings:
+        overrides.update(flp_settings)
+    elif method not in FLP_FAMILY and learning_rate is not None:
+        overrides["init_learning_rate"] = float(learning_rate)
+    return overrides
+
+
+def preset_flp_settings(name: str) -> dict | None:
+    """FLP's chosen settings for the comparisons of preset ``name`` (:data:`CHAPTER_FLP` for the chapter's network;
+    None, i.e. the preset's own values, for the paper's setting and few-shot)."""
+    return dict(CHAPTER_FLP) if name in ("sine-chapter", "sine-medium") else None
+
+
 @dataclass
 class MetaConfig:
     """What every meta-learning run shares: the learner, its initial values and the meta-optimiser."""
 
-    method: str = "flp"                       # flp | feature_reuse | gradient
+    method: str = "flp"                       # flp | feature_reuse | gradient | meta_sgd
     sizes: tuple[int, ...] = (11, 40, 40, 40, 1)
     plastic_layers: int = 2                   # feature reuse always uses 1
     episodes: int = 300                       # meta-steps
     meta_batch: int = 1                       # episodes per meta-step and copy
-    lr: float = 3e-3                          # Adam on the initial weights and the feedback weights
+    lr: float = 3e-3                          # Adam on the initial weights (and, unless given, feedback and β)
     lr_beta: float | None = None              # Adam on β's logit (default: lr)
-    lr_plasticity: float = 0.05               # Adam on the raw plasticity (FLP) or learning rate (gradient)
+    lr_plasticity: float = 0.05               # Adam on the raw plasticity (FLP) or learning rate (meta_sgd)
     init_plasticity: float | tuple[float, ...] = 1e-5   # P₀ (FLP, feature reuse), or one per plastic layer
     init_beta: float = 0.5
-    init_learning_rate: float = 3e-3          # η₀ (gradient-based)
+    init_learning_rate: float = 3e-3          # inner SGD rate η: fixed (gradient), starting value (meta_sgd)
     max_grad_norm: float | None = 1.0         # per-copy clipping of the meta-gradient
     eval_episodes: int = 32
     log_every: int = 10
     device: str = "cpu"
     dtype: str = "float32"
     rule: str = "oja"                         # oja | hebb (FLP only)
+    lr_feedback: float | None = None          # Adam on the feedback B and c (default: lr)
+    skip_diverged: bool = False               # skip lifetimes that blow up instead of stopping (meta.meta_fit)
 
     def __post_init__(self):
         self.sizes = tuple(self.sizes)
@@ -158,8 +191,11 @@ class FewShotConfig(MetaConfig):
 def make_learner(config: MetaConfig, generator: rng.Generators, device=None) -> MetaLearner:
     """The configured learner (an ensemble when ``generator`` is a list)."""
     common = dict(generator=generator, dtype=config.torch_dtype, device=device)
-    if config.method == "gradient":
+    if config.method == "gradient":        # the paper's baseline: one fixed inner learning rate
         return LEARNERS["gradient"](config.sizes, config.plastic_layers,
+                                    learning_rate=config.init_learning_rate, **common)
+    if config.method == "meta_sgd":        # the stronger extra: per-synapse rates, meta-learned
+        return LEARNERS["meta_sgd"](config.sizes, config.plastic_layers,
                                     init_learning_rate=config.init_learning_rate, **common)
     plasticity = config.init_plasticity
     options = dict(init_beta=config.init_beta, rule=config.rule, **common)
@@ -197,9 +233,16 @@ class MetaRun:
 
     def meta_test_generators(self):
         """Fresh generators of the meta-test stream, one per copy (the same episodes for every method)."""
+        return self._generators(_META_TEST_OFFSET)
+
+    def validation_generators(self):
+        """Fresh generators of the validation stream (meta-training distribution, never the meta-test episodes)."""
+        return self._generators(_VALIDATION_OFFSET)
+
+    def _generators(self, offset: int):
         if self.learner.ensemble_size is None:
-            return rng.make_generator(self.copy_seeds[0] + _META_TEST_OFFSET)
-        return [rng.make_generator(s + _META_TEST_OFFSET) for s in self.copy_seeds]
+            return rng.make_generator(self.copy_seeds[0] + offset)
+        return [rng.make_generator(s + offset) for s in self.copy_seeds]
 
 
 def _copies(seeds: Sequence[int], orders: Sequence[str] | str):
@@ -220,7 +263,8 @@ def prepare(config: MetaConfig, seeds: Sequence[int] = (0,), orders: Sequence[st
     init = stream(copy_seeds[0], "init") if single else [stream(s, "init") for s in copy_seeds]
     data = stream(copy_seeds[0], "data") if single else [stream(s, "data") for s in copy_seeds]
     learner = make_learner(config, init, device=device)
-    optimizer = meta_optimizer(learner, lr=config.lr, lr_plasticity=config.lr_plasticity, lr_beta=config.lr_beta)
+    optimizer = meta_optimizer(learner, lr=config.lr, lr_plasticity=config.lr_plasticity, lr_beta=config.lr_beta,
+                               lr_feedback=config.lr_feedback)
     meta_batch = None if config.meta_batch == 1 else config.meta_batch
     sample = config.sampler(copy_orders[0] if single else copy_orders, meta_batch=meta_batch, split="train",
                             device=device)
@@ -235,40 +279,71 @@ def meta_train(config: MetaConfig, seeds: Sequence[int] = (0, 1, 2), orders: Seq
     run, optimizer, sample, data = prepare(config, seeds, orders, device=device)
     run.history = meta_fit(run.learner, optimizer, sample, episodes=config.episodes, generator=data,
                            log_every=config.log_every, progress=progress, checkpoint=checkpoint,
-                           checkpoint_every=checkpoint_every, resume=resume, max_grad_norm=config.max_grad_norm)
+                           checkpoint_every=checkpoint_every, resume=resume, max_grad_norm=config.max_grad_norm,
+                           skip_diverged=config.skip_diverged)
     return run
 
 
 def meta_test(run: MetaRun, *, order: str | None = None, episodes: int | None = None, meta_batch: int = 8,
-              **lifetime_options) -> dict[str, list[float]]:
+              stream: str = "test", **lifetime_options) -> dict[str, list[float]]:
     """Meta-test loss (MSE or cross-entropy) and, for classification, error per copy on fresh meta-test episodes
-    (each copy on its own order unless ``order`` is given): ``{"loss": [K], "sd": [K], "error": [K], "episodes"}``."""
+    (each copy on its own order unless ``order`` is given): ``{"loss": [K], "sd": [K], "error": [K], "episodes",
+    "diverged": [K]}``. A lifetime that blows up (non-finite loss) is counted in ``diverged`` and left out of
+    ``loss`` and ``sd`` (None where every lifetime of a copy blew up) — report the count next to the loss.
+    ``stream="validation"`` scores validation episodes instead (meta-training distribution and classes, own
+    random stream): use it, never the meta-test stream, to choose settings."""
+    if stream not in STREAMS:
+        raise ValueError(f"stream must be one of {STREAMS}, got {stream!r}")
     episodes = run.config.eval_episodes if episodes is None else episodes
     meta_batch = max(1, min(meta_batch, episodes))
-    result = evaluate(run.learner, run.sampler(order, meta_batch=None if meta_batch == 1 else meta_batch),
-                      run.meta_test_generators(), max(1, episodes // meta_batch), **lifetime_options)
+    split, generators = (("test", run.meta_test_generators()) if stream == "test"
+                         else ("train", run.validation_generators()))
+    result = evaluate(run.learner, run.sampler(order, meta_batch=None if meta_batch == 1 else meta_batch, split=split),
+                      generators, max(1, episodes // meta_batch), **lifetime_options)
     losses = result["losses"]                                            # (n, [K])
-    sd = losses.std(dim=0) if losses.shape[0] > 1 else torch.zeros_like(result["loss"])
-    out = {"loss": result["loss"].reshape(-1).tolist(), "sd": sd.reshape(-1).tolist(), "episodes": losses.shape[0]}
+    finite = torch.isfinite(losses)
+    mean = result["loss"]
+    if bool(finite.all()):
+        sd = losses.std(dim=0) if losses.shape[0] > 1 else torch.zeros_like(mean)
+    else:                                                                # leave out the lifetimes that blew up
+        count = finite.sum(dim=0)
+        clean = torch.where(finite, losses, torch.zeros_like(losses))
+        mean = clean.sum(dim=0) / count
+        squares = torch.where(finite, (losses - mean).square(), torch.zeros_like(losses)).sum(dim=0)
+        sd = (squares / (count - 1).clamp(min=1)).sqrt()
+    out = {"loss": _json_floats(mean), "sd": _json_floats(sd), "episodes": losses.shape[0],
+           "diverged": (~finite).sum(dim=0).reshape(-1).tolist()}
     if "error" in result:
         out["error"] = result["error"].reshape(-1).tolist()
     return out
+
+
+def _json_floats(values: torch.Tensor) -> list:
+    return [v if math.isfinite(v) else None for v in values.reshape(-1).tolist()]
 
 
 def presets() -> dict[str, MetaConfig]:
     """Named configurations: the chapter's live runs and the longer runs whose results ship with the package.
 
     - ``sine-chapter``: 5 sinusoids × 6 batches × 16 points (30 inner steps), 6→32→32→32→1 with 2 plastic layers,
-      300 meta-steps — what chapter 11 meta-trains while it executes;
-    - ``sine-medium``: the same setting, 5,000 meta-steps (``python -m credit_tutorial.flp.reproduce compare``);
+      300 meta-steps — what chapter 11 meta-trains while it executes. Its FLP settings are the ones the chapter
+      used at first (P₀ = 1e-5, meta lr 0.05 on P, 3e-3 on everything else), the base of the ``flp-chapter``
+      sweep; the comparisons run FLP with the settings that sweep chose (:func:`method_overrides`);
+    - ``sine-medium``: the same network and settings with the paper's 40 batches per sinusoid (5 × 40 × 16, 200
+      inner steps, so that a continual lifetime has time to forget) and 1,500 meta-steps
+      (``python -m credit_tutorial.flp.reproduce compare sine-medium ...``: about 11 minutes of CPU for the five
+      learners of the shipped run, 17 minutes of wall time on a shared 2-core machine).
+      A lifetime that blows up is skipped rather than ending the run (``skip_diverged``): with FLP's chosen
+      settings, one of 200 steps did so after 1,331 meta-steps in a first attempt;
     - ``fewshot-chapter``: 5-way 5-shot MNIST, 784→64→32→5 with 2 plastic layers, 100 meta-steps;
     - ``sine-paper``: the paper's setting (:data:`PAPER_SINE`).
     """
-    sine = SineConfig(sizes=(6, 32, 32, 32, 1), plastic_layers=2, n_tasks=5, batches_per_task=6, batch_size=16,
-                      n_test_per_task=16, episodes=300, lr=3e-3, lr_plasticity=0.05, init_plasticity=1e-5,
-                      init_learning_rate=3e-3, max_grad_norm=1.0, eval_episodes=64, log_every=20)
     from dataclasses import replace
+
+    sine = SineConfig(sizes=(6, 32, 32, 32, 1), plastic_layers=2, n_tasks=5, batches_per_task=6, batch_size=16,
+                      n_test_per_task=16, episodes=300, lr=3e-3, init_learning_rate=3e-3, max_grad_norm=1.0,
+                      eval_episodes=64, log_every=20, init_plasticity=1e-5, lr_plasticity=0.05)
     return {"sine-chapter": sine,
-            "sine-medium": replace(sine, episodes=5000, log_every=50),
+            "sine-medium": replace(sine, batches_per_task=40, episodes=1500, log_every=25, skip_diverged=True),
             "fewshot-chapter": FewShotConfig(episodes=100, log_every=10, eval_episodes=64),
             "sine-paper": SineConfig.paper()}

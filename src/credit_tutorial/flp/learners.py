@@ -5,8 +5,10 @@ Three learners share one architecture (ReLU MLP, linear output) and one meta-tra
 - :class:`FLPLearner`: feedback and local plasticity. Meta-parameters: initial ``W`` and ``b`` of every layer;
   for each plastic layer the feedback ``B_l``, ``c_l``, the per-synapse plasticity ``P_l`` and ``β_l``.
 - :class:`FeatureReuseLearner`: the same with only the readout plastic (no credit assignment to hidden layers).
-- :class:`GradientLearner`: OML-style, inner-loop SGD on the plastic layers with a meta-learned per-synapse
-  learning rate ``η_l`` (the "gradient-based" baseline of the paper, augmented like the authors' to match FLP).
+- :class:`GradientLearner`: the paper's gradient-based baseline, OML-style: inner-loop SGD on the same plastic
+  layers with one fixed learning rate ``η`` (not meta-learned), meta-learned initial weights;
+- :class:`MetaSGDLearner`: an extra, stronger gradient-based learner that also meta-learns a learning rate per
+  synapse (Meta-SGD) -- not the paper's baseline.
 
 Constraints by parametrisation (so Adam works on unconstrained numbers and no projection step is needed):
 
@@ -252,17 +254,75 @@ class FeatureReuseLearner(FLPLearner):
 
 
 class GradientLearner(MetaLearner):
-    """OML-style gradient-based learner: inner SGD ``W_l ← W_l − η_l ⊙ ∂ℓ/∂W_l`` on the plastic layers, with
-    meta-learned initial weights and per-synapse learning rates ``η_l > 0``; the meta-gradient is exact
-    (second order: it differentiates through every inner gradient)."""
+    """The paper's gradient-based baseline, OML-style (Javed & White 2019; Lindsey & Litwin-Kumar 2020 §6.2): inner
+    SGD ``W_l ← W_l − η ∂ℓ/∂W_l`` on the plastic layers with ONE FIXED learning rate ``η`` (the authors'
+    ``--update_lr``, 0.003 in their regression runs), not meta-learned. Meta-learned: the initial weights and biases
+    of every layer -- the fixed representation layers and the plastic layers' starting point, as OML and the
+    authors' baseline do. The meta-gradient is exact (second order: it differentiates through every inner gradient,
+    "backpropagate through the entire learning procedure", §4.1).
+
+    learning_rate: ``η > 0``, or one per ensemble copy (a list of K values: a learning-rate sweep as one ensemble).
+    ``init_learning_rate`` is accepted as an alias (the keyword of earlier versions, when the rate was learned).
+    The biases stay fixed within a lifetime, as in FLP (Oja's rule changes weights only): a like-for-like baseline.
+    """
 
     short_name = "gradient"
 
-    def __init__(self, sizes: Sequence[int], plastic_layers: int = 2, *, init_learning_rate: float = 3e-3,
+    def __init__(self, sizes: Sequence[int], plastic_layers: int = 2, *,
+                 learning_rate: float | Sequence[float] | None = None, init_learning_rate: float | None = None,
                  generator: rng.Generators = None, dtype: torch.dtype = torch.float32, device=None):
         super().__init__(sizes, plastic_layers, generator=generator, dtype=dtype, device=device)
+        if learning_rate is not None and init_learning_rate is not None:
+            raise ValueError("give learning_rate or its alias init_learning_rate, not both")
+        rate = learning_rate if learning_rate is not None else (3e-3 if init_learning_rate is None
+                                                                 else init_learning_rate)
+        self._set_learning_rate(rate)
+
+    def _set_learning_rate(self, rate) -> None:
+        if isinstance(rate, (list, tuple)):
+            if self.ensemble_size is None or len(rate) != self.ensemble_size:
+                raise ValueError(f"learning_rate: a list needs one value per ensemble copy "
+                                 f"({self.ensemble_size or 'no ensemble'}), got {len(rate)} values")
+            values = [_positive("learning_rate", v) for v in rate]
+            self.learning_rate = list(values)
+            shape = (len(values), 1, 1)                                        # (K, 1, 1): one η per copy
+        else:
+            self.learning_rate = _positive("learning_rate", rate)
+            values, shape = [self.learning_rate], ()
+        # a buffer, not a parameter: it follows .to() and is saved, but no optimizer sees it
+        self.register_buffer("eta", torch.tensor(values, **self._factory).reshape(shape))
+
+    def learning_rates(self, scale: float = 1.0) -> list[Tensor]:
+        """``scale · η`` for each plastic layer (a scalar, or ``(K, 1, 1)`` per copy)."""
+        scale = _check_scale(scale)
+        return [scale * self.eta for _ in range(self.n_plastic)]
+
+    def lifetime(self, episode: Episode, *, observe: Observer | None = None,
+                 plasticity_scale: float = 1.0) -> list[Tensor]:
+        """Run the SGD lifetime; ``plasticity_scale`` multiplies the learning rates (0: no learning)."""
+        self._check_episode(episode)
+        fit = partial(self._fit, episode=episode)
+        rates = self.learning_rates(plasticity_scale)
+        if self.eta.dim() > 0:                      # per copy: broadcast over a meta-batch as well
+            rates = fit(rates)
+        step = partial(_sgd_tail_step, learning_rates=rates, kind=episode.kind)
+        return run_lifetime(step, fit(self.weights), fit(self.biases), self.n_plastic, episode, observe=observe)
+
+
+class MetaSGDLearner(GradientLearner):
+    """Gradient-based with META-LEARNED PER-SYNAPSE learning rates (Meta-SGD, Li et al. 2017): inner SGD
+    ``W_l ← W_l − η_l ⊙ ∂ℓ/∂W_l`` with ``η_l = η₀ softplus(·)/ln 2 > 0`` per synapse, meta-learned with the initial
+    weights. A much stronger learner than the paper's baseline (which keeps one fixed rate); kept as an explicitly
+    labelled extra, because FLP's meta-learned per-synapse plasticity ``P`` is the same kind of knob."""
+
+    short_name = "meta_sgd"
+
+    def __init__(self, sizes: Sequence[int], plastic_layers: int = 2, *, init_learning_rate: float = 3e-3,
+                 generator: rng.Generators = None, dtype: torch.dtype = torch.float32, device=None):
         _positive("init_learning_rate", init_learning_rate)
-        self.init_learning_rate = float(init_learning_rate)                   # η₀, the unit of η
+        super().__init__(sizes, plastic_layers, learning_rate=init_learning_rate, generator=generator, dtype=dtype,
+                         device=device)
+        self.init_learning_rate = self.learning_rate                            # η₀, the unit of η
         self.learning_rate_raw = nn.ParameterList(self._full(shape, 0.0) for shape in self.plastic_shapes)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -285,4 +345,5 @@ def _sgd_tail_step(weights, biases, h, y, *, learning_rates, kind):
     return sgd_step(weights, biases, learning_rates, h, y, kind=kind)
 
 
-LEARNERS = {"flp": FLPLearner, "feature_reuse": FeatureReuseLearner, "gradient": GradientLearner}
+LEARNERS = {"flp": FLPLearner, "feature_reuse": FeatureReuseLearner, "gradient": GradientLearner,
+            "meta_sgd": MetaSGDLearner}

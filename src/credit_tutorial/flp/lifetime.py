@@ -11,7 +11,8 @@ Network (REFERENCE.md §B): ReLU hidden layers, linear output, ``h_0 = x``, ``h_
 5. Oja's rule on the weights, with the feedforward (pre-feedback) presynaptic activity:
    ``ΔW_l = P_l ⊙ (Σ_b z_l h_{l−1}ᵀ − diag(Σ_b z_l²) W_l)``.
 
-The gradient-based baseline (OML-style) replaces steps 2–5 with ``W_l ← W_l − η_l ⊙ ∂ℓ/∂W_l`` on the same batch.
+The gradient-based baseline (OML-style) replaces steps 2–5 with ``W_l ← W_l − η ∂ℓ/∂W_l`` on the same batch (one
+fixed η in the paper's baseline; a meta-learned rate per synapse, ``η_l ⊙ ∂ℓ/∂W_l``, in Meta-SGD).
 Every tensor may carry a leading ensemble dimension K (weights ``(K, n_out, n_in)``, activity ``(K, batch, n)``).
 Nothing here is in-place, so autograd differentiates a whole lifetime with respect to everything it started from.
 """

@@ -59,15 +59,37 @@ def clip_grad_norm_per_copy(learner: MetaLearner, max_norm: float) -> Tensor:
     return norms
 
 
+def _zero_copies(learner: MetaLearner, bad: Tensor) -> None:
+    """Set the meta-gradient of the copies flagged in ``bad`` (one flag per copy, or one for a single learner) to
+    zero, and any non-finite entry elsewhere too."""
+    for p in learner.parameters():
+        if p.grad is None:
+            continue
+        if learner.ensemble_size is None:
+            p.grad.zero_()
+        else:
+            p.grad[bad.reshape(-1)] = 0
+        torch.nan_to_num_(p.grad, nan=0.0, posinf=0.0, neginf=0.0)
+
+
 def _python(value: Tensor):
     return value.detach().cpu().tolist()
+
+
+def _finite_or_none(value: Tensor):
+    """Like :func:`_python`, with None for NaN/inf (a skipped lifetime, or a log window without a finite one), so
+    that histories stay valid JSON."""
+    values = _python(value)
+    if isinstance(values, float):
+        return values if math.isfinite(values) else None
+    return [v if math.isfinite(v) else None for v in values]
 
 
 def meta_fit(learner: MetaLearner, optimizer: torch.optim.Optimizer, sample: Sampler, *, episodes: int,
              generator: rng.Generators, log_every: int = 10, progress: bool = False,
              checkpoint: str | Path | None = None, checkpoint_every: int | None = None, resume: bool = False,
              max_grad_norm: float | None = None, divergence_threshold: float = 1e6,
-             lifetime_options: dict | None = None) -> dict:
+             lifetime_options: dict | None = None, record_first: int = 5, skip_diverged: bool = False) -> dict:
     """Meta-train ``learner`` for ``episodes`` meta-steps on episodes ``sample(generator)``; return the history.
 
     history: ``episode`` (meta-steps done), ``meta_loss`` (mean test loss over the last ``log_every`` episodes,
@@ -75,6 +97,14 @@ def meta_fit(learner: MetaLearner, optimizer: torch.optim.Optimizer, sample: Sam
     time, all threads: on a shared machine the honest measure of the work done). ``checkpoint``/``checkpoint_every`` write an atomic
     checkpoint (learner, optimizer, generator states, history); ``resume=True`` continues from it and ends with
     the same result as an uninterrupted run. ``max_grad_norm`` clips each copy's meta-gradient.
+    ``first_meta_losses``: the meta-loss of each of the first ``record_first`` meta-steps on its own (a float or K
+    floats each), so that a result file can be checked by re-running its first steps.
+
+    A lifetime whose test loss is NaN/inf or above ``divergence_threshold`` raises :class:`MetaTrainingDiverged`;
+    with ``skip_diverged=True`` it is skipped instead: that copy's meta-gradient is set to zero for this step (what
+    the authors' code does with NaN gradients; Adam's momentum still moves it), the other copies train as usual, the
+    logged ``meta_loss`` averages the copy's finite lifetimes only, and ``skipped`` counts, per copy, the lifetimes
+    skipped so far (at each logged point).
     """
     for name, value in (("episodes", episodes), ("log_every", log_every)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -85,9 +115,13 @@ def meta_fit(learner: MetaLearner, optimizer: torch.optim.Optimizer, sample: Sam
         raise ValueError("resume=True needs a checkpoint path")
     if max_grad_norm is not None and not (max_grad_norm > 0):
         raise ValueError(f"max_grad_norm must be positive, got {max_grad_norm!r}")
+    if isinstance(record_first, bool) or not isinstance(record_first, int) or record_first < 0:
+        raise ValueError(f"record_first must be a non-negative integer, got {record_first!r}")
     options = lifetime_options or {}
-    history = {"episode": [], "meta_loss": [], "seconds": [], "cpu_seconds": []}
-    state = {"episode": 0, "seconds": 0.0, "cpu_seconds": 0.0, "running": None, "count": 0}
+    history = {"episode": [], "meta_loss": [], "seconds": [], "cpu_seconds": [], "first_meta_losses": [],
+               "skipped": []}
+    state = {"episode": 0, "seconds": 0.0, "cpu_seconds": 0.0, "running": None, "count": 0, "good": None,
+             "skipped": None}
     if resume and Path(checkpoint).exists():
         # load on the CPU: generator states must stay CPU tensors; load_state_dict moves the rest to the
         # learner's and the optimizer's device
@@ -96,6 +130,12 @@ def meta_fit(learner: MetaLearner, optimizer: torch.optim.Optimizer, sample: Sam
         optimizer.load_state_dict(saved["optimizer"])
         rng.set_generator_states(generator, saved["generator"])
         history, state = saved["history"], saved["state"]
+        for key in ("first_meta_losses", "skipped"):            # checkpoints of earlier versions lack them
+            history.setdefault(key, [])
+        if state.get("good") is None and state["running"] is not None:
+            state["good"] = torch.full_like(state["running"], float(state["count"]))
+        state.setdefault("good", None)
+        state.setdefault("skipped", None)
 
     def save() -> None:
         save_checkpoint({"learner": learner.state_dict(), "optimizer": optimizer.state_dict(),
@@ -114,29 +154,40 @@ def meta_fit(learner: MetaLearner, optimizer: torch.optim.Optimizer, sample: Sam
             optimizer.zero_grad(set_to_none=True)
             loss = learner.episode_loss(episode, **options)                   # (...) one per copy
             bad = ~torch.isfinite(loss) | (loss.abs() > divergence_threshold)
-            if bool(bad.any()):
+            if bool(bad.any()) and not skip_diverged:
                 copy = "" if learner.ensemble_size is None else f" in ensemble copy {int(bad.flatten().nonzero()[0, 0])}"
                 value = float(loss.detach().flatten()[bad.flatten()][0])
                 raise MetaTrainingDiverged(
                     f"meta-training diverged at episode {state['episode'] + 1}{copy}: test loss = {value:.4g}. "
-                    "Lower init_plasticity (or init_learning_rate) or the plasticity meta learning rate, or set "
-                    "max_grad_norm.")
-            loss.sum().backward()                                               # copies keep their own gradients
+                    "Lower init_plasticity (or init_learning_rate) or the plasticity meta learning rate, set "
+                    "max_grad_norm, or skip such lifetimes (skip_diverged).")
+            if bool(bad.any()):
+                torch.where(bad, torch.zeros_like(loss), loss).sum().backward()
+                _zero_copies(learner, bad)                                      # NaN can reach a bad copy's slice
+            else:
+                loss.sum().backward()                                           # copies keep their own gradients
             if max_grad_norm is not None:
                 clip_grad_norm_per_copy(learner, max_grad_norm)
             optimizer.step()
             detached = loss.detach()
-            state["running"] = detached if state["running"] is None else state["running"] + detached
+            if state["episode"] < record_first:
+                history["first_meta_losses"].append(_finite_or_none(detached))
+            good = (~bad).to(detached.dtype)
+            finite = torch.where(bad, torch.zeros_like(detached), detached)
+            state["running"] = finite if state["running"] is None else state["running"] + finite
+            state["good"] = good if state["good"] is None else state["good"] + good
+            state["skipped"] = (1 - good) if state["skipped"] is None else state["skipped"] + (1 - good)
             state["count"] += 1
             state["episode"] += 1
             state["seconds"] += time.perf_counter() - started
             state["cpu_seconds"] += time.process_time() - cpu_started
             if state["episode"] % log_every == 0 or state["episode"] == episodes:
                 history["episode"].append(state["episode"])
-                history["meta_loss"].append(_python(state["running"] / state["count"]))
+                history["meta_loss"].append(_finite_or_none(state["running"] / state["good"]))
                 history["seconds"].append(state["seconds"])
                 history["cpu_seconds"].append(state["cpu_seconds"])
-                state["running"], state["count"] = None, 0
+                history["skipped"].append(_python(state["skipped"].round().to(torch.int64)))
+                state["running"], state["count"], state["good"] = None, 0, None
                 if bar is not None:
                     mean = torch.as_tensor(history["meta_loss"][-1]).mean().item()
                     bar.set_postfix({"meta_loss": f"{mean:.4g}"})
