@@ -5,7 +5,7 @@ import torch
 
 from credit_tutorial import MLP, rng
 from credit_tutorial.activations import ACTIVATIONS, get_activation
-from credit_tutorial.init import Init, as_init
+from credit_tutorial.init import as_init
 
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))

@@ -104,10 +104,13 @@ class MLP(nn.Module):
                 self.biases.append(nn.Parameter(torch.zeros(*lead, n_out, dtype=dtype, device=device)))
 
     # ------------------------------------------------------------------ structure
+    # The hot paths below reach the parameter lists through ``self._modules``: on Python 3.11, ``self.weights`` (a
+    # submodule) first fails the ordinary attribute lookup, which builds an AttributeError message before
+    # nn.Module.__getattr__ finds it (about 0.6 µs, ~2 % of a small network's training step per dozen lookups).
     @property
     def n_layers(self) -> int:
         """Number of weight layers L."""
-        return len(self.weights)
+        return len(self._modules["weights"])
 
     @property
     def has_bias(self) -> bool:
@@ -121,13 +124,14 @@ class MLP(nn.Module):
     # much as a small matrix product on a CPU); hot loops take plain lists once per step instead.
     def weight_list(self) -> list[nn.Parameter]:
         """``[W_1, …, W_L]`` as a plain list (the parameters themselves, not copies)."""
-        return list(self.weights._parameters.values())
+        return list(self._modules["weights"]._parameters.values())
 
     def bias_list(self) -> list[nn.Parameter | None]:
         """``[b_1, …, b_L]`` as a plain list, or L times ``None`` for a network without biases."""
-        if self.biases is None:
-            return [None] * len(self.weights)
-        return list(self.biases._parameters.values())
+        biases = self._modules.get("biases")  # None (a plain attribute) when the network has no biases
+        if biases is None:
+            return [None] * len(self._modules["weights"])
+        return list(biases._parameters.values())
 
     def extra_repr(self) -> str:
         names = "/".join(a.name for a in self.activations)

@@ -19,8 +19,9 @@ import torch
 from torch import Tensor
 
 from . import rng
-from .networks import MLP, LayerRecord, Trace
+from .networks import MLP, LayerRecord, Trace, linear
 from .objectives import Objective
+from .propagation import without_grad
 
 
 @dataclass
@@ -58,10 +59,11 @@ def _broadcastable(std: Tensor) -> Tensor:
     return std.view(-1, 1, 1) if std.dim() == 1 else std
 
 
-def _draw(activity: Tensor, generator: rng.Generators, std: Tensor, ensemble: bool) -> Tensor:
+def _draw(activity: Tensor, generator: rng.Generators, std: Tensor | float, ensemble: bool) -> Tensor:
     """``ξ ~ N(0, c²)`` shaped like ``activity``. With a list of K generators, copy k draws from generator k: an
     ensemble's activity ``(K, batch, n)`` is drawn per copy; a single network's ``(batch, n)`` becomes ``(K, batch, n)``
-    (K noise levels or K independent noise draws on one network)."""
+    (K noise levels or K independent noise draws on one network). ``std``: c as a tensor (``()`` or ``(K, 1, 1)``),
+    or as a Python float (one c: :func:`credit_tutorial.rng.normal` may then draw and scale in one operation)."""
     shape = activity.shape[1:] if (ensemble and rng.is_ensemble(generator)) else activity.shape
     return rng.normal(shape, generator, std=std, dtype=activity.dtype, device=activity.device)
 
@@ -93,6 +95,14 @@ def resolve_layers(network: MLP, layers: str | Sequence[int]) -> list[int]:
     return indices
 
 
+def _validated_std(network: MLP, c, generator: rng.Generators, like: Tensor) -> Tensor:
+    """``c`` as a tensor (``()`` or ``(K,)``), checked against the ensemble and the generators."""
+    if not isinstance(c, Tensor):
+        c = noise_std(c, dtype=like.dtype, device=like.device)
+    _check_copies(network, c, generator)
+    return c
+
+
 @torch.no_grad()
 def estimate(network: MLP, objective: Objective, trace: Trace, target: Tensor, c, generator: rng.Generators,
              *, layers: str | Sequence[int] = "hidden", baseline: bool = True,
@@ -107,11 +117,12 @@ def estimate(network: MLP, objective: Objective, trace: Trace, target: Tensor, c
     baseline: subtract the clean loss (``λ̂ = (L̃ − L) ξ / c²``); without it ``λ̂ = L̃ ξ / c²``, which has the same
         mean but a far larger variance.
     clean_loss: the per-sample clean loss ``(..., batch)`` if the caller has it already (saves recomputing it).
+
+    Training rules call :func:`perturbation_lambdas`, which draws the same noise and returns the same ``λ̂`` without
+    recording the noisy pass.
     """
     indices = resolve_layers(network, layers)
-    if not isinstance(c, Tensor):
-        c = noise_std(c, dtype=trace.output.dtype, device=trace.output.device)
-    _check_copies(network, c, generator)
+    c = _validated_std(network, c, generator, trace.output)
     std = _broadcastable(c)
     if hasattr(objective, "target_matrix"):  # class labels → one-hot rows once, for both losses
         target = objective.target_matrix(trace.output, target)
@@ -135,6 +146,45 @@ def estimate(network: MLP, objective: Objective, trace: Trace, target: Tensor, c
     lambdas = [None if xi is None else weight * xi for xi in noise]
     return PerturbationEstimate(lambdas=lambdas, noise=noise, clean_loss=clean_loss, noisy_loss=noisy_loss,
                                 noisy_trace=noisy_trace)
+
+
+def _noisy_output(network: MLP, trace: Trace, noise: list[Tensor | None], first: int) -> Tensor:
+    """``ŷ`` of the noisy pass: ``h_first + ξ_first`` carried through the layers above ``first``, each adding its
+    own ``ξ`` after the nonlinearity (what :func:`estimate` records layer by layer, keeping only the output)."""
+    weights, biases, activations = network.weight_list(), network.bias_list(), network.activations
+    h = trace.layers[first].activity + noise[first]  # (..., batch, n_first)
+    for index in range(first + 1, len(weights)):
+        h = activations[index](linear(h, weights[index], biases[index]))
+        if noise[index] is not None:
+            h = h.add_(noise[index])  # h is this pass's own fresh tensor: add in place
+    return h
+
+
+@without_grad
+def perturbation_lambdas(network: MLP, objective: Objective, trace: Trace, target: Tensor, c: Tensor,
+                         generator: rng.Generators, clean_loss: Tensor, *, layers: Sequence[int],
+                         c_value: float | None = None) -> list[Tensor | None]:
+    """``λ̂_l = (L̃ − L) ξ_l / c²`` for the 0-based ``layers`` (all perturbed at once): the numbers and random draws
+    of ``estimate(network, objective, trace, target, c, generator, layers=layers, clean_loss=clean_loss).lambdas``,
+    for the training rules, which need only ``λ̂`` (nothing recorded, no checks: the rule checked its options).
+
+    target: as the objective compares it with the output (one-hot rows for class labels under the squared error).
+    c: the noise level from :func:`noise_std`, ``()`` or ``(K,)``. c_value: the same c as a Python float when it is
+        one number (the rule reads it from its buffer once, not every step): the noise is then drawn and scaled in
+        one operation and ``c²`` costs no tensor operation. The results are the same either way.
+    clean_loss: the clean per-sample loss, ``(..., batch)``.
+    """
+    std = _broadcastable(c) if c_value is None else c_value
+    ensemble = network.ensemble_size is not None
+    noise: list[Tensor | None] = [None] * network.n_layers
+    for index in layers:
+        noise[index] = _draw(trace.layers[index].activity, generator, std, ensemble)
+    noisy_loss = objective.per_sample(_noisy_output(network, trace, noise, layers[0]), target)
+    # (L̃ − L) / c²: (..., batch, 1). A float c² is formed in double precision, where the square of a float32 or
+    # float64 c is exact or rounded once, as c.square() rounds it: the same divisor.
+    variance = std.square() if c_value is None else c_value * c_value
+    weight = (noisy_loss - clean_loss).unsqueeze_(-1).div_(variance)
+    return [None if xi is None else weight * xi for xi in noise]
 
 
 @torch.no_grad()

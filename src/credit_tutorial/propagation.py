@@ -7,12 +7,26 @@ Feedback matrices follow the notation of REFERENCE.md: ``B_{l+1}`` has the shape
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
 from torch import Tensor
 
 from .networks import Trace
+
+
+def without_grad(function):
+    """Decorator: run ``function`` with autograd off, like ``@torch.no_grad()``, but enter that context only when
+    gradients are on. A rule's step already runs under ``no_grad``, and entering it again costs about 1.3 µs per call
+    on a CPU, several times per step (``torch.is_grad_enabled()`` costs 0.05 µs)."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                return function(*args, **kwargs)
+        return function(*args, **kwargs)
+    return wrapper
 
 
 def propagate_down(output_delta: Tensor, feedback: Sequence[Tensor], derivatives: Sequence[Tensor]) -> list[Tensor]:
@@ -72,7 +86,8 @@ def accumulate_grad(parameter: torch.nn.Parameter, value: Tensor, *, owned: bool
     ``owned=True`` says ``value`` is a fresh tensor that nothing else holds or changes: it then becomes ``.grad``
     itself instead of a copy (a gradient written into two parameters, e.g. ``W`` and ``W′ = Wᵀ``, is not owned).
     """
-    value = value.detach()
+    if value.requires_grad:
+        value = value.detach()
     if value.shape != parameter.shape:
         raise ValueError(f"gradient of shape {tuple(value.shape)} does not fit parameter {tuple(parameter.shape)}")
     if parameter.grad is None:

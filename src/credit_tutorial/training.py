@@ -17,7 +17,6 @@ from torch import Tensor
 from . import rng
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import Dataset
-from .metrics import error_rate
 from .objectives import Objective
 
 Metric = Callable[["object", Dataset], Mapping[str, object]]

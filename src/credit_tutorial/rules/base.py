@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ..networks import MLP, Trace
 from ..objectives import Objective, get_objective
-from ..propagation import accumulate_grad, batch_mean_outer
+from ..propagation import accumulate_grad, batch_mean_outer, without_grad
 from .. import rng
 
 
@@ -42,7 +42,7 @@ class CleanPass(NamedTuple):
     credit: Credit            # trace, δ_L, the rule's δ_l and the batch-mean loss
     target: Tensor            # the target as the objective compares it (class labels → one-hot rows under MSE)
     per_sample_loss: Tensor   # the clean loss of each sample, (..., batch)
-    derivatives: list[Tensor]  # f_l'(a_l) for l = 1..L, (..., batch, n_l)
+    derivatives: list[Tensor]  # f_l'(a_l), l = 1..L, (..., batch, n_l)
 
 
 class BufferList(nn.Module):
@@ -153,17 +153,18 @@ class CreditAssignmentRule(nn.Module):
             return gradient
         return derivatives[-1] * gradient
 
+    @without_grad
     def clean_pass(self, x: Tensor, target: Tensor) -> CleanPass:
         """:meth:`compute_credit`'s forward pass and errors, with what a rule that runs a second, noisy pass reuses
         (see :class:`CleanPass`). Writes nothing."""
-        with torch.no_grad():
-            trace = self.network.trace(x)
-            target = target_rows(self.objective, trace.output, target)
-            derivatives = self.network.derivatives(trace)
-            per_sample, gradient = self.objective.loss_and_gradient(trace.output, target)
-            output_delta = self.output_delta(trace, target, derivatives, gradient=gradient)
-            deltas = self.hidden_deltas(trace, output_delta, derivatives) + [output_delta]
-            loss = per_sample.mean(dim=-1)  # the batch mean, as objective(output, target)
+        network, objective = self.network, self.objective
+        trace = network.trace(x)
+        target = target_rows(objective, trace.output, target)
+        derivatives = network.derivatives(trace)
+        per_sample, gradient = objective.loss_and_gradient(trace.output, target)
+        output_delta = self.output_delta(trace, target, derivatives, gradient=gradient)
+        deltas = self.hidden_deltas(trace, output_delta, derivatives) + [output_delta]
+        loss = per_sample.mean(dim=-1)  # the batch mean, as objective(output, target)
         credit = Credit(trace=trace, output_delta=output_delta, deltas=deltas, loss=loss)
         return CleanPass(credit, target, per_sample, derivatives)
 
@@ -185,9 +186,9 @@ class CreditAssignmentRule(nn.Module):
         """One batch: compute the credit, write ``.grad``, learn the feedback. Call ``optimizer.step()`` after."""
         if validate:
             check_batch(self.network, x, target)
-        credit = self.compute_credit(x, target)
-        self.write_gradients(credit)
-        with torch.no_grad():
+        with torch.no_grad():  # one context for the whole step (the pieces inside enter none of their own)
+            credit = self.compute_credit(x, target)
+            self.write_gradients(credit)
             self.update_feedback(credit)
         return credit
 

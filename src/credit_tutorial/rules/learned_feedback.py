@@ -6,14 +6,45 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from .. import node_perturbation as np_
-from ..feedback_learning import RidgeFeedback, SGDFeedback
+from ..feedback_learning import RidgeFeedback, SGDFeedback, StepCount
 from ..networks import MLP, Trace
 from ..objectives import Objective
 from ..propagation import propagate_down
-from .base import Credit, CreditAssignmentRule
+from .base import Credit, CreditAssignmentRule, check_batch
 from .feedback_alignment import random_feedback
 
 import torch
+
+
+def _noise_level(rule: CreditAssignmentRule) -> tuple[Tensor, float | None]:
+    """The rule's noise level: its buffer ``rule.c`` and the same c as a Python float (``None`` when one per copy).
+
+    Reading a tensor's value is a synchronising operation (a few microseconds a step on a CPU), so the float is read
+    once and again only when the buffer is replaced (``.to()``) or changed in place (``load_state_dict``; a tensor's
+    ``_version`` counts its in-place changes).
+    """
+    c = rule.c
+    cached = rule.__dict__.get("_c_cache")
+    if cached is None or cached[0] is not c or cached[1] != c._version:
+        cached = (c, c._version, float(c) if c.dim() == 0 else None)
+        rule.__dict__["_c_cache"] = cached  # a plain attribute (nn.Module.__setattr__ costs ~1 µs)
+    return c, cached[2]
+
+
+def _lambdas(rule: CreditAssignmentRule, trace: Trace, target: Tensor, clean_loss: Tensor,
+             layers: list[int]) -> list[Tensor | None]:
+    """``λ̂_l`` for the 0-based ``layers``: one noisy pass for all of them (``rule.perturb == "together"``) or one
+    per layer (``"layerwise"``): the numbers of :func:`node_perturbation.estimate` / ``estimate_layerwise``."""
+    c, c_value = _noise_level(rule)
+    network, objective, generator = rule.network, rule.objective, rule.generator
+    if rule.perturb == "together":
+        return np_.perturbation_lambdas(network, objective, trace, target, c, generator, clean_loss, layers=layers,
+                                        c_value=c_value)
+    lambdas: list[Tensor | None] = [None] * len(trace.layers)
+    for index in layers:
+        lambdas[index] = np_.perturbation_lambdas(network, objective, trace, target, c, generator, clean_loss,
+                                                  layers=[index], c_value=c_value)[index]
+    return lambdas
 
 
 def _check_per_copy_c(network: MLP, c: Tensor) -> None:
@@ -23,7 +54,7 @@ def _check_per_copy_c(network: MLP, c: Tensor) -> None:
         raise ValueError(f"c lists {c.numel()} noise levels (one per ensemble copy) but the network is {copies}")
 
 
-class LearnedFeedback(CreditAssignmentRule):
+class LearnedFeedback(StepCount, CreditAssignmentRule):
     """``δ_l = f'(a_l) ⊙ (B_{l+1} δ_{l+1})`` with ``B_{l+1}`` learned by regressing ``λ̂_l`` on ``δ_{l+1}``.
 
     Each step runs the clean forward pass, carries the output error down through the current ``B`` (the top
@@ -38,6 +69,8 @@ class LearnedFeedback(CreditAssignmentRule):
         (option ``feedback_lr``, a float or one per ensemble copy; ``feedback_init`` ``"zeros"`` or ``"random"``).
     perturb: ``"together"`` (one noisy pass, all hidden layers at once) or ``"layerwise"`` (one pass per layer).
     warmup_steps: the first steps learn ``B`` only; ``W`` stays frozen (no gradients written).
+
+    The buffer ``steps`` (steps taken) is written when the state is saved (see :class:`StepCount`).
     """
 
     short_name = "np"
@@ -79,38 +112,30 @@ class LearnedFeedback(CreditAssignmentRule):
         self.learners = nn.ModuleList(learners)
 
     def feedback_matrices(self) -> list[Tensor]:
-        return [learner.B for learner in self.learners]
+        # B_{l+1}: (..., n_l, n_{l+1}), read as feedback_learning's per-step methods read it
+        return [learner._buffers["B"] for learner in self.learners]
 
     def hidden_deltas(self, trace: Trace, output_delta: Tensor, derivatives: list[Tensor]) -> list[Tensor]:
         return propagate_down(output_delta, self.feedback_matrices(), derivatives)[:-1]
 
     def compute_credit(self, x: Tensor, target: Tensor) -> Credit:
-        # The base class's clean pass and errors, written out so that class labels are one-hot encoded once and the
-        # per-sample clean loss is computed once, for the batch loss and for the node-perturbation baseline.
-        with torch.no_grad():
-            trace = self.network.trace(x)
-            derivatives = self.network.derivatives(trace)
-            if hasattr(self.objective, "target_matrix"):
-                target = self.objective.target_matrix(trace.output, target)
-            output_delta = self.output_delta(trace, target, derivatives)
-            deltas = self.hidden_deltas(trace, output_delta, derivatives) + [output_delta]
-            clean_loss = self.objective.per_sample(trace.output, target)     # (..., batch)
-        estimator = np_.estimate if self.perturb == "together" else np_.estimate_layerwise
-        result = estimator(self.network, self.objective, trace, target, self.c, self.generator, clean_loss=clean_loss)
-        lambdas = result.lambdas if self.perturb == "together" else result
-        return Credit(trace=trace, output_delta=output_delta, deltas=deltas, loss=clean_loss.mean(dim=-1),
-                      extras={"lambda_hat": lambdas})
+        # The base class's clean pass, which also returns the target rows (class labels one-hot encoded once) and the
+        # clean per-sample loss L, both reused by the noisy pass: λ̂_l = (L̃ − L) ξ_l / c².
+        clean = self.clean_pass(x, target)
+        credit = clean.credit
+        hidden = list(range(len(credit.trace.layers) - 1))
+        credit.extras["lambda_hat"] = _lambdas(self, credit.trace, clean.target, clean.per_sample_loss, hidden)
+        return credit
 
     def step(self, x: Tensor, target: Tensor, *, validate: bool = True) -> Credit:
         if validate:
-            from .base import check_batch
             check_batch(self.network, x, target)
-        credit = self.compute_credit(x, target)
-        if self.warmup_steps == 0 or int(self.steps) >= self.warmup_steps:  # warm-up: B learns, W stays frozen
-            self.write_gradients(credit)
-        with torch.no_grad():
+        with torch.no_grad():  # one context for the whole step: the pieces inside need not enter their own
+            credit = self.compute_credit(x, target)
+            if self._count >= self.warmup_steps:  # warm-up: B learns, W stays frozen
+                self.write_gradients(credit)
             self.update_feedback(credit)
-        self.steps.add_(1)
+        self._advance()
         return credit
 
     def update_feedback(self, credit: Credit) -> None:
@@ -150,21 +175,20 @@ class NodePerturbationLearning(CreditAssignmentRule):
         self.layers, self.perturb = layers, perturb
 
     def compute_credit(self, x: Tensor, target: Tensor) -> Credit:
+        clean = self.clean_pass(x, target)  # exact δ_L, target rows, per-sample L, f'(a_l)
+        credit = clean.credit
         with torch.no_grad():
-            trace = self.network.trace(x)
-            derivatives = self.network.derivatives(trace)
-            output_delta = self.output_delta(trace, target, derivatives)
-            estimator = np_.estimate if self.perturb == "together" else np_.estimate_layerwise
-            result = estimator(self.network, self.objective, trace, target, self.c, self.generator,
-                               layers=self.layers)
-            lambdas = result.lambdas if self.perturb == "together" else result
-            deltas = [f_prime * lam if lam is not None else torch.zeros_like(f_prime)
-                      for f_prime, lam in zip(derivatives, lambdas)]
+            layers = np_.resolve_layers(self.network, self.layers)
+            lambdas = _lambdas(self, credit.trace, clean.target, clean.per_sample_loss, layers)
+            deltas = [f_prime * lam if lam is not None else torch.zeros_like(f_prime)  # δ_l = f'(a_l) ⊙ λ̂_l
+                      for f_prime, lam in zip(clean.derivatives, lambdas)]
             if self.layers == "hidden":
-                deltas[-1] = output_delta
-            loss = self.objective(trace.output, target)
-        return Credit(trace=trace, output_delta=output_delta, deltas=deltas, loss=loss,
-                      extras={"lambda_hat": lambdas})
+                deltas[-1] = credit.output_delta
+        credit.deltas, credit.extras["lambda_hat"] = deltas, lambdas
+        return credit
+
+    def hidden_deltas(self, trace: Trace, output_delta: Tensor, derivatives: list[Tensor]) -> list[Tensor]:
+        return []  # this rule's errors come from λ̂ (compute_credit), not from carrying δ_L down
 
     def divergence_hint(self) -> str:
         return f", or the noise level c (now {self.c.tolist()})"
