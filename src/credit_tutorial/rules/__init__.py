@@ -5,6 +5,7 @@ from __future__ import annotations
 from .backprop import Backprop
 from .base import BufferList, Credit, CreditAssignmentRule, check_batch
 from .feedback_alignment import DirectFeedbackAlignment, FeedbackAlignment
+from .qagrel import QAGREL
 from .learned_feedback import LearnedFeedback, NodePerturbationLearning
 
 #: short names used by the command line and the experiment runner; later chapters register theirs here
@@ -12,6 +13,7 @@ RULES: dict[str, type[CreditAssignmentRule]] = {
     "bp": Backprop,
     "fa": FeedbackAlignment,
     "dfa": DirectFeedbackAlignment,
+    "qagrel": QAGREL,
     "np": LearnedFeedback,
     "reinforce": NodePerturbationLearning,
 }
