@@ -45,12 +45,13 @@ $(BUILD)/.package-stamp: $(PACKAGE_FILES) $(STAMP)
 	    rm -rf $(BUILD)/.jupyter_cache $(BUILD)/.doctrees; fi
 	@mkdir -p $(BUILD) && touch $@
 
-# `make book OFFLINE=1`: a book whose widgets need no network (issue 7). The pages then load the widget manager
-# (@jupyter-widgets/html-manager's embed-amd.js, the version pinned in _config.yml) and RequireJS from _static/widgets/
-# instead of the CDNs. `book/_ext/offline_widgets.py vendor` runs `npm pack` once into vendor/ (git-ignored; the only
-# step that needs a network, the npm registry); the Sphinx extension book/_ext/offline_widgets.py, switched on by
-# CREDIT_TUTORIAL_OFFLINE=1, unpacks them into _build/widgets_static/ and points nb_ipywidgets_js at the copies, and
-# fails the build if a page with widgets still loads widget JavaScript from the network. Switching between the two
+# `make book OFFLINE=1`: a book whose widgets and equations need no network (issue 7). The pages then load the widget
+# manager (@jupyter-widgets/html-manager's embed-amd.js, the version pinned in _config.yml) and RequireJS from
+# _static/widgets/, and MathJax from _static/mathjax/, instead of the CDNs. `book/_ext/offline_widgets.py vendor` runs
+# `npm pack` once into vendor/ (git-ignored; the only step that needs a network, the npm registry); the Sphinx
+# extension book/_ext/offline_widgets.py, switched on by CREDIT_TUTORIAL_OFFLINE=1, unpacks them into
+# _build/widgets_static/, points nb_ipywidgets_js and mathjax_path at the copies, and fails the build if a page still
+# loads widget JavaScript or MathJax from the network. Switching between the two
 # builds re-renders every page by itself (nb_ipywidgets_js is a Sphinx "env" setting); the execution cache is kept.
 # tests/test_browser.py drives this build in headless chromium (.ci/run builds it so).
 OFFLINE ?=

@@ -90,6 +90,37 @@ def _fake_vendor(vendor: Path, manager_version="1.0.15", requirejs_version=None)
         "package/require.js": b"/* require */"})
 
 
+def _fake_mathjax(vendor: Path, version=None) -> None:
+    ow = offline_widgets()
+    vendor.mkdir(parents=True, exist_ok=True)
+    _tarball(vendor / ow.mathjax_tarball_name(), {
+        "package/package.json": json.dumps({"version": version or ow.MATHJAX_VERSION}).encode(),
+        "package/LICENSE": b"Apache-2.0", "package/es5/tex-mml-chtml.js": b"/* mathjax */",
+        "package/es5/input/tex/extensions/boldsymbol.js": b"/* autoloaded */",
+        "package/es5/a11y/assistive-mml.js": b"/* a11y */",
+        "package/es5/output/chtml/fonts/woff-v2/MathJax_Main-Regular.woff": b"font",
+        "package/es5/tex-svg-full.js": b"/* another component */", "package/es5/sre/mathmaps/en.json": b"{}",
+        "package/es5/input/tex/extensions/../../../../evil.js": b"/* never written */"})
+
+
+def test_offline_mathjax_takes_the_component_its_extensions_and_fonts(tmp_path):
+    ow = offline_widgets()
+    _fake_mathjax(tmp_path / "vendor")
+    destination = tmp_path / "static" / "mathjax"
+    (destination / "old").mkdir(parents=True)
+    (destination / "old" / "stale.js").write_text("from an older version")
+    names = ow.unpack_mathjax(tmp_path / "vendor", destination)
+    assert names == sorted(["LICENSE", "tex-mml-chtml.js", "input/tex/extensions/boldsymbol.js",
+                            "a11y/assistive-mml.js", "output/chtml/fonts/woff-v2/MathJax_Main-Regular.woff"])
+    assert sorted(p.relative_to(destination).as_posix() for p in destination.rglob("*") if p.is_file()) == names
+    assert not (destination / "old").exists() and not (tmp_path / "evil.js").exists()
+    with pytest.raises(ow.OfflineWidgetsError, match=r"is not mathjax@"):
+        _fake_mathjax(tmp_path / "other", version="3.0.0")
+        ow.unpack_mathjax(tmp_path / "other", destination)
+    with pytest.raises(ow.OfflineWidgetsError, match=r"missing: .*mathjax-.*\.tgz.*make book OFFLINE=1"):
+        ow.unpack_mathjax(tmp_path / "nothing", destination)
+
+
 def test_offline_unpack_takes_only_what_the_page_loads(tmp_path):
     ow = offline_widgets()
     _fake_vendor(tmp_path / "vendor")
@@ -119,18 +150,21 @@ def test_offline_switch_rewires_the_loader_only_when_asked(tmp_path, monkeypatch
     version = ow.html_manager_version(cdn)  # the pin lives in _config.yml only
     assert re.fullmatch(r"\d+\.\d+\.\d+", version)
     _fake_vendor(tmp_path / "vendor", manager_version=version)
+    _fake_mathjax(tmp_path / "vendor")
     app = SimpleNamespace(outdir=str(tmp_path / "_build" / "html"), confdir=str(tmp_path))
-    config = SimpleNamespace(nb_ipywidgets_js=dict(cdn), html_static_path=[])
+    config = SimpleNamespace(nb_ipywidgets_js=dict(cdn), html_static_path=[], mathjax_path=None)
 
     monkeypatch.delenv(ow.ENV_FLAG, raising=False)
     ow._config_inited(app, config)
-    assert config.nb_ipywidgets_js == cdn and config.html_static_path == []
+    assert config.nb_ipywidgets_js == cdn and config.html_static_path == [] and config.mathjax_path is None
 
     monkeypatch.setenv(ow.ENV_FLAG, "1")
     ow._config_inited(app, config)
     assert config.nb_ipywidgets_js == {"widgets/require.js": {}, "widgets/embed-amd.js": {}}
     assert config.html_static_path == [str(tmp_path / "_build" / "widgets_static")]
-    assert (tmp_path / "_build" / "widgets_static" / "widgets" / "embed-amd.js").is_file()
+    assert config.mathjax_path == "mathjax/tex-mml-chtml.js"
+    static = tmp_path / "_build" / "widgets_static"
+    assert (static / "widgets" / "embed-amd.js").is_file() and (static / config.mathjax_path).is_file()
 
 
 def test_widget_modules_find_their_fonts_next_to_embed_amd():
@@ -163,6 +197,7 @@ def test_offline_check_finds_remote_widget_scripts(tmp_path):
                                          '</script>')
     (tmp_path / "no_widgets.html").write_text('<script src="https://cdnjs.cloudflare.com/require.min.js"></script>')
     assert ow.remote_widget_scripts(tmp_path) == ["remote.html"]
+    assert ow.remote_mathjax(tmp_path) == ["local.html"]
 
 
 # ---- the built book in chromium ------------------------------------------------------------------------------------
@@ -489,3 +524,39 @@ def test_moving_a_slider_shows_its_precomputed_frame(page, book_server, browser)
     widget_js = [u for u in tab.requested_urls() if re.search(r"require(\.min)?\.js|embed-amd\.js|@jupyter-widgets", u)]
     assert widget_js and all(u.startswith(book_server) for u in widget_js), f"widget JS not local: {widget_js}"
     assert not [u for u in remote if re.search(r"jupyter-widgets|require|unpkg", u)], f"widget requests left: {remote}"
+
+
+def pages_with_math() -> list[Path]:
+    """Built pages that hold TeX for MathJax (Sphinx wraps it in elements of class "math")."""
+    if not HTML_DIR.is_dir():
+        return []
+    return [p for p in sorted(HTML_DIR.rglob("*.html")) if 'class="math' in p.read_text(errors="replace")]
+
+
+def test_equations_render_offline(offline_book, book_server, browser):
+    """MathJax comes from the book itself and typesets every equation of a chapter page: no TeX error, no missing
+    file (fonts included), no request to another host."""
+    pages = [p for p in pages_with_math() if p.name.startswith("ch09")] or pages_with_math()
+    if not pages:
+        unavailable(f"no page with equations in {HTML_DIR}: {BUILD_HINT}")
+    page = pages[0]
+    remote = offline_widgets().remote_mathjax(HTML_DIR)
+    assert not remote, f"pages load MathJax from the network: {remote[:3]}"
+    expected = len(re.findall(r'class="math[^"]*"', page.read_text()))
+    tab = Page(browser, f"{book_server}/{page.relative_to(HTML_DIR).as_posix()}")
+    typeset = ("(window.MathJax && MathJax.startup && MathJax.startup.promise ? MathJax.startup.promise : "
+               "Promise.reject('MathJax did not load')).then(() => document.fonts.ready).then(() => "
+               "({containers: document.querySelectorAll('mjx-container').length, "
+               "errors: document.querySelectorAll('mjx-merror').length}))")
+    deadline = time.monotonic() + 30
+    while tab.evaluate("typeof window.MathJax === 'object' && !!MathJax.startup") is not True:
+        if time.monotonic() > deadline:
+            pytest.fail(f"MathJax did not start on {page.name} within 30 s; page errors: {tab.problems()}")
+        time.sleep(0.2)
+    result = tab.evaluate(typeset, timeout=60)
+    assert result["errors"] == 0, f"{page.name}: {result['errors']} equations failed to typeset"
+    assert result["containers"] >= expected > 0, f"{page.name}: {result} for {expected} math elements"
+    assert not tab.failed_local_requests(book_server), tab.failed_local_requests(book_server)
+    mathjax = [u for u in tab.requested_urls() if "mathjax" in u.lower()]
+    assert mathjax and all(u.startswith(book_server) for u in mathjax), f"MathJax not local: {mathjax}"
+    assert [u for u in mathjax if u.endswith(".woff")], "MathJax typeset without loading its fonts"

@@ -1,4 +1,5 @@
-"""Widget JavaScript served by the book itself, so that sliders work without a network (`make book OFFLINE=1`).
+"""Widget JavaScript and MathJax served by the book itself, so that sliders and equations work without a network
+(`make book OFFLINE=1`).
 
 By default the pages load the widget manager (``@jupyter-widgets/html-manager``'s ``embed-amd.js``) and RequireJS
 from CDNs, as ``nb_ipywidgets_js`` in _config.yml says. With ``CREDIT_TUTORIAL_OFFLINE=1`` in the environment this
@@ -9,7 +10,11 @@ Sphinx extension (wired in _config.yml under ``sphinx: local_extensions:``) inst
 2. adds that folder to ``html_static_path`` and points ``nb_ipywidgets_js`` at the copies in ``_static/widgets/``
    (on config-inited: myst-nb reads the setting later, at builder-inited; it is an "env" setting, so Sphinx re-reads
    every page when it changes, and switching between the two kinds of build needs no ``--all``),
-3. checks, when the build finishes, that no page with widgets still loads a widget script from the network.
+3. unpacks MathJax (the ``tex-mml-chtml`` component, its TeX extensions, accessibility modules, menu and CHTML
+   fonts) from the third tarball into ``_build/widgets_static/mathjax/`` and points ``mathjax_path`` at it (Sphinx
+   reads a relative ``mathjax_path`` under ``_static``; MathJax finds the rest next to its own script),
+4. checks, when the build finishes, that no page with widgets still loads a widget script from the network, and no
+   page loads MathJax from the network.
 
 In both builds it also tells embed-amd.js where its font files are. Each AMD module in that script takes its
 webpack public path (where its CSS finds the font-awesome fonts) from the URL RequireJS gives the module's name,
@@ -18,7 +23,7 @@ icons in widgets (buttons, play controls) would be blank and every page would re
 ``paths`` setting, defined before require.js loads, puts those names in the folder that holds embed-amd.js.
 
 The html-manager version is the one pinned in _config.yml's CDN address, so both builds load the same code.
-``python book/_ext/offline_widgets.py vendor`` downloads the tarballs once with ``npm pack`` (the only step that
+``python book/_ext/offline_widgets.py vendor`` downloads the three tarballs once with ``npm pack`` (the only step that
 needs a network: the npm registry); the Makefile runs it for ``make book OFFLINE=1``.
 """
 
@@ -34,10 +39,19 @@ import tempfile
 from pathlib import Path
 
 REQUIREJS_VERSION = "2.3.8"
+MATHJAX_VERSION = "3.2.2"  # the last 3.x: Sphinx 7's default CDN address loads mathjax@3
+MATHJAX_SUBDIR = "mathjax"  # the copy lands in _static/mathjax/
+MATHJAX_ENTRY = "tex-mml-chtml.js"  # the component Sphinx's default mathjax_path names
+# What a page can ask for, as paths below the package's es5/ folder: the component itself, what it loads on demand
+# (TeX packages through autoload, the assistive-MathML and other accessibility modules the menu turns on) and the
+# CHTML fonts. Left out: the other combined components, the SVG output and the 6 MB speech-rule engine (sre/).
+MATHJAX_FILES = re.compile(r"es5/(tex-mml-chtml\.js|input/tex/extensions/[\w-]+\.js|a11y/[\w-]+\.js|"
+                           r"ui/[\w-]+\.js|output/chtml/fonts/woff-v2/[\w-]+\.woff)")
 HTML_MANAGER = "@jupyter-widgets/html-manager"
 STATIC_SUBDIR = "widgets"  # the copies land in _static/widgets/
 FONT_SUFFIXES = (".woff2", ".woff", ".ttf", ".eot", ".svg")  # font-awesome, which embed-amd.js's CSS references
 ENV_FLAG = "CREDIT_TUTORIAL_OFFLINE"
+REMOTE_MATHJAX = re.compile(r"<script[^>]+src=\"https?://[^\"]*mathjax", re.I)
 REMOTE_WIDGET_SCRIPT = re.compile(r"<script[^>]+src=\"https?://[^\"]*(require(\.min)?\.js|html-manager|embed-amd)")
 WIDGET_STATE = 'type="application/vnd.jupyter.widget-state+json"'
 
@@ -61,8 +75,13 @@ def html_manager_version(ipywidgets_js: dict) -> str:
 
 
 def tarball_names(manager_version: str) -> tuple[str, str]:
-    """The file names `npm pack` gives the two packages."""
+    """The file names `npm pack` gives the two widget packages."""
     return f"jupyter-widgets-html-manager-{manager_version}.tgz", f"requirejs-{REQUIREJS_VERSION}.tgz"
+
+
+def mathjax_tarball_name() -> str:
+    """The file name `npm pack` gives the pinned MathJax."""
+    return f"mathjax-{MATHJAX_VERSION}.tgz"
 
 
 def _read_member(archive: tarfile.TarFile, name: str) -> bytes:
@@ -111,6 +130,39 @@ def unpack(vendor: Path, destination: Path, manager_version: str) -> list[str]:
     return sorted(files)
 
 
+def unpack_mathjax(vendor: Path, destination: Path) -> list[str]:
+    """Write the MathJax files a page can load (:data:`MATHJAX_FILES`, in their es5/ layout) and the licence into
+    ``destination``; remove anything else there. Returns the relative paths written."""
+    tarball = vendor / mathjax_tarball_name()
+    if not tarball.is_file():
+        raise OfflineWidgetsError(f"{ENV_FLAG}=1 needs the vendored MathJax, missing: {tarball}. "
+                                  "Run `make book OFFLINE=1` (it runs `python book/_ext/offline_widgets.py vendor`).")
+    files: dict[str, bytes] = {}
+    with tarfile.open(tarball) as archive:
+        if _package_version(archive) != MATHJAX_VERSION:
+            raise OfflineWidgetsError(f"{tarball} is not mathjax@{MATHJAX_VERSION}")
+        for name in archive.getnames():
+            found = MATHJAX_FILES.fullmatch(name.removeprefix("package/"))
+            if found:
+                files[found.group(1)] = _read_member(archive, name)
+        files["LICENSE"] = _read_member(archive, "package/LICENSE")
+    if MATHJAX_ENTRY not in files:
+        raise OfflineWidgetsError(f"{tarball} has no es5/{MATHJAX_ENTRY}")
+    destination.mkdir(parents=True, exist_ok=True)
+    for stale in sorted(destination.rglob("*"), reverse=True):  # files before the folders that hold them
+        relative = stale.relative_to(destination).as_posix()
+        if stale.is_file() and relative not in files:
+            stale.unlink()
+        elif stale.is_dir() and not any(name.startswith(relative + "/") for name in files):
+            stale.rmdir()
+    for name, data in files.items():
+        target = destination / name  # names come from MATHJAX_FILES: word characters below known folders
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.is_file() or target.read_bytes() != data:
+            target.write_bytes(data)
+    return sorted(files)
+
+
 def local_ipywidgets_js() -> dict[str, dict]:
     """nb_ipywidgets_js for the offline build: the same two scripts, from _static/widgets/ (relative to _static)."""
     return {f"{STATIC_SUBDIR}/require.js": {}, f"{STATIC_SUBDIR}/embed-amd.js": {}}
@@ -127,10 +179,12 @@ def _config_inited(app, config) -> None:
     static_root = build_dir / "widgets_static"
     try:
         unpack(Path(app.confdir) / "vendor", static_root / STATIC_SUBDIR, version)
+        unpack_mathjax(Path(app.confdir) / "vendor", static_root / MATHJAX_SUBDIR)
     except OfflineWidgetsError as error:
         raise ExtensionError(str(error)) from None
     config.html_static_path = [*config.html_static_path, str(static_root)]
     config.nb_ipywidgets_js = local_ipywidgets_js()
+    config.mathjax_path = f"{MATHJAX_SUBDIR}/{MATHJAX_ENTRY}"  # relative: Sphinx looks under _static
 
 
 # The AMD module names embed-amd.js defines (html-manager 1.0.x): each finds its fonts next to its own URL.
@@ -175,14 +229,23 @@ def remote_widget_scripts(html_dir: Path) -> list[str]:
     return offenders
 
 
+def remote_mathjax(html_dir: Path) -> list[str]:
+    """Pages that load MathJax from the network (should be none offline)."""
+    return [str(page.relative_to(html_dir)) for page in sorted(html_dir.rglob("*.html"))
+            if REMOTE_MATHJAX.search(page.read_text(encoding="utf-8", errors="replace"))]
+
+
 def _build_finished(app, exception) -> None:
     if exception is not None or not offline_requested() or app.builder.format != "html":
         return
+    from sphinx.errors import ExtensionError
+
     offenders = remote_widget_scripts(Path(app.outdir))
     if offenders:
-        from sphinx.errors import ExtensionError
-
         raise ExtensionError(f"offline build, yet these pages load widget JavaScript from the network: {offenders}")
+    offenders = remote_mathjax(Path(app.outdir))
+    if offenders:
+        raise ExtensionError(f"offline build, yet these pages load MathJax from the network: {offenders}")
 
 
 def setup(app):
@@ -194,13 +257,14 @@ def setup(app):
 
 # ---- `python book/_ext/offline_widgets.py vendor`: fetch the tarballs once -------------------------------------------
 def vendor(root: Path) -> list[Path]:
-    """`npm pack` the pinned html-manager and requirejs into root/vendor/ (skipped when already there)."""
+    """`npm pack` the pinned html-manager, requirejs and MathJax into root/vendor/ (skipped when already there)."""
     import yaml
 
     config = yaml.safe_load((root / "_config.yml").read_text(encoding="utf-8"))
     version = html_manager_version(config["sphinx"]["config"]["nb_ipywidgets_js"])
     target = root / "vendor"
     wanted = dict(zip(tarball_names(version), (f"{HTML_MANAGER}@{version}", f"requirejs@{REQUIREJS_VERSION}")))
+    wanted[mathjax_tarball_name()] = f"mathjax@{MATHJAX_VERSION}"
     missing = {name: spec for name, spec in wanted.items() if not (target / name).is_file()}
     if missing:
         target.mkdir(exist_ok=True)
@@ -209,7 +273,7 @@ def vendor(root: Path) -> list[Path]:
                 subprocess.run(["npm", "pack", "--silent", *missing.values()], cwd=scratch, check=True,
                                stdout=subprocess.DEVNULL)
             except FileNotFoundError:
-                raise OfflineWidgetsError("`make book OFFLINE=1` needs npm once, to vendor the widget JavaScript "
+                raise OfflineWidgetsError("`make book OFFLINE=1` needs npm once, to vendor the widget JavaScript and MathJax "
                                           "(Debian: apt-get install npm)") from None
             for name in missing:
                 with tarfile.open(Path(scratch) / name) as archive:  # a complete, readable tarball, or an error
