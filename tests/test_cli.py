@@ -48,3 +48,12 @@ def test_bad_arguments_are_argparse_errors(argv, message, capsys):
 def test_module_entry_point_runs():
     done = subprocess.run([sys.executable, "-m", "credit_tutorial", "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.startswith("credit-tutorial ")
+
+
+def test_reproduce_offers_every_experiment_of_the_book():
+    """A fresh interpreter's `reproduce` lists every full-scale run the chapters and their stored results name."""
+    done = subprocess.run([sys.executable, "-m", "credit_tutorial", "reproduce", "--help"], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    for name in ("fig2", "fig3", "fig4", "cnn", "flp-sine", "qagrel-table1"):
+        assert name in done.stdout, f"reproduce does not offer {name!r}:\n{done.stdout}"

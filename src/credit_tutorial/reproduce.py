@@ -48,7 +48,7 @@ def _load_experiments() -> None:
 
 #: modules whose import registers an experiment (relative to this package, e.g. ".experiments.mnist")
 _EXPERIMENT_MODULES: list[str] = [".experiments.convolutional", ".experiments.lansdell", ".experiments.recurrent",
-                                   ".flp.reproduce"]
+                                   ".flp.reproduce", ".reward_learning"]
 
 
 def add_reproduce(subparsers) -> None:
