@@ -119,14 +119,24 @@ def unpack(vendor: Path, destination: Path, manager_version: str) -> list[str]:
         files["requirejs.package.json"] = _read_member(archive, "package/package.json")
     if "embed-amd.js" not in files:
         raise OfflineWidgetsError(f"{manager_tgz} has no dist/embed-amd.js")
+    return _write_tree(destination, files)
+
+
+def _write_tree(destination: Path, files: dict[str, bytes]) -> list[str]:
+    """Make ``destination`` hold exactly ``files`` (relative POSIX paths → contents): remove anything else there and
+    write only what changed, so Sphinx sees unchanged static files as unchanged. Returns the sorted paths."""
     destination.mkdir(parents=True, exist_ok=True)
-    for stale in destination.iterdir():
-        if stale.name not in files:
+    for stale in sorted(destination.rglob("*"), reverse=True):  # files before the folders that hold them
+        relative = stale.relative_to(destination).as_posix()
+        if stale.is_file() and relative not in files:
             stale.unlink()
+        elif stale.is_dir() and not any(name.startswith(relative + "/") for name in files):
+            stale.rmdir()
     for name, data in files.items():
-        target = destination / name
+        target = destination / name  # names are chosen by this module's patterns, never taken from an archive path
+        target.parent.mkdir(parents=True, exist_ok=True)
         if not target.is_file() or target.read_bytes() != data:
-            target.write_bytes(data)  # only changed files are written, so Sphinx sees unchanged static files
+            target.write_bytes(data)
     return sorted(files)
 
 
@@ -148,19 +158,7 @@ def unpack_mathjax(vendor: Path, destination: Path) -> list[str]:
         files["LICENSE"] = _read_member(archive, "package/LICENSE")
     if MATHJAX_ENTRY not in files:
         raise OfflineWidgetsError(f"{tarball} has no es5/{MATHJAX_ENTRY}")
-    destination.mkdir(parents=True, exist_ok=True)
-    for stale in sorted(destination.rglob("*"), reverse=True):  # files before the folders that hold them
-        relative = stale.relative_to(destination).as_posix()
-        if stale.is_file() and relative not in files:
-            stale.unlink()
-        elif stale.is_dir() and not any(name.startswith(relative + "/") for name in files):
-            stale.rmdir()
-    for name, data in files.items():
-        target = destination / name  # names come from MATHJAX_FILES: word characters below known folders
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not target.is_file() or target.read_bytes() != data:
-            target.write_bytes(data)
-    return sorted(files)
+    return _write_tree(destination, files)
 
 
 def local_ipywidgets_js() -> dict[str, dict]:
