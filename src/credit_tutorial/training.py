@@ -17,6 +17,7 @@ from torch import Tensor
 from . import rng
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import Dataset
+from .loop import checkpointed_loop
 from .objectives import Objective
 
 Metric = Callable[["object", Dataset], Mapping[str, object]]
@@ -206,12 +207,9 @@ def fit(rule, optimizer: torch.optim.Optimizer, data: Dataset, *, epochs: float 
 
     if state["step"] == 0:
         record(0)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=total * batch_size, initial=state["step"] * batch_size, unit="samples",
-                   unit_scale=True, desc=f"{rule.short_name}", dynamic_ncols=True)
-    try:
+    with checkpointed_loop(save if checkpoint is not None else None, checkpoint_every, progress=progress,
+                           total=total * batch_size, initial=state["step"] * batch_size, unit="samples",
+                           unit_scale=True, desc=rule.short_name) as loop:
         while state["step"] < total:
             started = time.perf_counter()
             if state["permutation"] is None:
@@ -244,20 +242,13 @@ def fit(rule, optimizer: torch.optim.Optimizer, data: Dataset, *, epochs: float 
             if state["position"] == steps_per_epoch:
                 state["position"], state["permutation"] = 0, None
             state["seconds"] += time.perf_counter() - started
-            if bar is not None:
-                bar.update(x.shape[-2])
+            loop.advance(x.shape[-2])
             if state["step"] % eval_every == 0 or state["step"] == total:
                 record(state["step"])
-                if bar is not None:
+                if loop.showing:
                     postfix = {"loss": history["train_loss"][-1]}
                     if "test_error" in history:
                         postfix["test_error"] = history["test_error"][-1]
-                    bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in postfix.items()})
-            if checkpoint is not None and checkpoint_every is not None and state["step"] % checkpoint_every == 0:
-                save()
-    finally:
-        if bar is not None:
-            bar.close()
-    if checkpoint is not None:
-        save()
+                    loop.show({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in postfix.items()})
+            loop.step_done(state["step"])
     return history

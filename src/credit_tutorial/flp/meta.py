@@ -17,6 +17,7 @@ from torch import Tensor
 
 from .. import rng
 from ..checkpoint import load_checkpoint, save_checkpoint
+from ..loop import checkpointed_loop
 from .episode import Episode
 from .learners import MetaLearner
 
@@ -142,12 +143,9 @@ def meta_fit(learner: MetaLearner, optimizer: torch.optim.Optimizer, sample: Sam
                          "generator": rng.generator_states(generator), "history": history, "state": state},
                         checkpoint)
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=episodes, initial=state["episode"], unit="episode", desc=f"meta-train {learner.short_name}",
-                   dynamic_ncols=True)
-    try:
+    with checkpointed_loop(save if checkpoint is not None else None, checkpoint_every, progress=progress,
+                           total=episodes, initial=state["episode"], unit="episode",
+                           desc=f"meta-train {learner.short_name}") as loop:
         while state["episode"] < episodes:
             started, cpu_started = time.perf_counter(), time.process_time()
             episode = sample(generator)
@@ -188,18 +186,11 @@ def meta_fit(learner: MetaLearner, optimizer: torch.optim.Optimizer, sample: Sam
                 history["cpu_seconds"].append(state["cpu_seconds"])
                 history["skipped"].append(_python(state["skipped"].round().to(torch.int64)))
                 state["running"], state["count"], state["good"] = None, 0, None
-                if bar is not None:
+                if loop.showing:
                     mean = torch.as_tensor(history["meta_loss"][-1]).mean().item()
-                    bar.set_postfix({"meta_loss": f"{mean:.4g}"})
-            if bar is not None:
-                bar.update(1)
-            if checkpoint is not None and checkpoint_every is not None and state["episode"] % checkpoint_every == 0:
-                save()
-    finally:
-        if bar is not None:
-            bar.close()
-    if checkpoint is not None:
-        save()
+                    loop.show({"meta_loss": f"{mean:.4g}"})
+            loop.advance(1)
+            loop.step_done(state["episode"])
     return history
 
 

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from .. import rng
 from ..checkpoint import load_checkpoint, save_checkpoint
+from ..loop import checkpointed_loop
 from ..metrics import matrix_angle, mean_angle
 from ..training import TrainingDiverged
 from ..optim import EnsembleSGD
@@ -201,13 +202,10 @@ def train_stream(rule: ThroughTimeRule, optimizer: torch.optim.Optimizer, config
 
     if state["step"] == 0 and not history:
         record(0)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        samples = config.window * config.n_streams
-        bar = tqdm(total=total * samples, initial=state["step"] * samples, unit="samples", unit_scale=True,
-                   desc=progress_desc or rule.short_name, dynamic_ncols=True)
-    try:
+    samples = config.window * config.n_streams  # per window
+    with checkpointed_loop(save if checkpoint is not None else None, checkpoint_every, progress=progress,
+                           total=total * samples, initial=state["step"] * samples, unit="samples", unit_scale=True,
+                           desc=progress_desc or rule.short_name) as loop:
         while state["step"] < total:
             started = time.perf_counter()
             position = state["step"] % per_epoch
@@ -238,21 +236,14 @@ def train_stream(rule: ThroughTimeRule, optimizer: torch.optim.Optimizer, config
                 if state["step"] < total:
                     stream = config.stream(data_generator, **options)
             state["seconds"] += time.perf_counter() - started
-            if bar is not None:
-                bar.update(config.window * config.n_streams)
+            loop.advance(samples)
             if state["step"] % eval_every == 0 or state["step"] == total:
                 record(state["step"])
-                if bar is not None and evaluation is not None:
+                if loop.showing and evaluation is not None:
                     accuracy = history["test_accuracy"][-1]
                     accuracy = sum(accuracy) / len(accuracy) if isinstance(accuracy, list) else accuracy
-                    bar.set_postfix({"test_acc": f"{accuracy:.3f}"})
-            if checkpoint is not None and checkpoint_every is not None and state["step"] % checkpoint_every == 0:
-                save()
-    finally:
-        if bar is not None:
-            bar.close()
-    if checkpoint is not None:
-        save()
+                    loop.show({"test_acc": f"{accuracy:.3f}"})
+            loop.step_done(state["step"])
     return history
 
 
