@@ -54,6 +54,17 @@ def _check_per_copy_c(network: MLP, c: Tensor) -> None:
         raise ValueError(f"c lists {c.numel()} noise levels (one per ensemble copy) but the network is {copies}")
 
 
+def _set_noise(rule: CreditAssignmentRule, c, perturb: str) -> None:
+    """The options of a rule that perturbs: the noise level ``c`` becomes the buffer ``rule.c`` (one value, or one
+    per ensemble copy), and ``perturb`` is ``"together"`` or ``"layerwise"``."""
+    reference = rule.network.weights[0]
+    rule.register_buffer("c", np_.noise_std(c, dtype=reference.dtype, device=reference.device))
+    _check_per_copy_c(rule.network, rule.c)
+    if perturb not in ("together", "layerwise"):
+        raise ValueError(f"perturb must be 'together' or 'layerwise', got {perturb!r}")
+    rule.perturb = perturb
+
+
 class LearnedFeedback(StepCount, CreditAssignmentRule):
     """``δ_l = f'(a_l) ⊙ (B_{l+1} δ_{l+1})`` with ``B_{l+1}`` learned by regressing ``λ̂_l`` on ``δ_{l+1}``.
 
@@ -82,16 +93,13 @@ class LearnedFeedback(StepCount, CreditAssignmentRule):
                  feedback_lr: float | None = None, feedback_init: str = "zeros", perturb: str = "together",
                  warmup_steps: int = 0):
         super().__init__(network, objective, generator=generator)
-        reference = network.weights[0]
-        self.register_buffer("c", np_.noise_std(c, dtype=reference.dtype, device=reference.device))
-        _check_per_copy_c(network, self.c)
-        if perturb not in ("together", "layerwise"):
-            raise ValueError(f"perturb must be 'together' or 'layerwise', got {perturb!r}")
+        _set_noise(self, c, perturb)
         if not (isinstance(warmup_steps, int) and warmup_steps >= 0):
             raise ValueError(f"warmup_steps must be an integer ≥ 0, got {warmup_steps!r}")
         if feedback_init not in ("zeros", "random"):
             raise ValueError(f"feedback_init must be 'zeros' or 'random', got {feedback_init!r}")
-        self.perturb, self.warmup_steps, self.feedback_kind = perturb, warmup_steps, feedback
+        self.warmup_steps, self.feedback_kind = warmup_steps, feedback
+        reference = network.weights[0]
         self.register_buffer("steps", torch.zeros((), dtype=torch.long, device=reference.device))
         lead = () if network.ensemble_size is None else (network.ensemble_size,)
         shapes = [(W.shape[-1], W.shape[-2]) for W in network.weights[1:]]  # B_{l+1}: (n_l, n_{l+1})
@@ -165,14 +173,10 @@ class NodePerturbationLearning(CreditAssignmentRule):
     def __init__(self, network: MLP, objective: str | Objective = "mse", *, generator=None, c=1e-2,
                  layers: str = "all", perturb: str = "together"):
         super().__init__(network, objective, generator=generator)
-        reference = network.weights[0]
-        self.register_buffer("c", np_.noise_std(c, dtype=reference.dtype, device=reference.device))
-        _check_per_copy_c(network, self.c)
+        _set_noise(self, c, perturb)
         if layers not in ("all", "hidden"):
             raise ValueError(f"layers must be 'all' or 'hidden', got {layers!r}")
-        if perturb not in ("together", "layerwise"):
-            raise ValueError(f"perturb must be 'together' or 'layerwise', got {perturb!r}")
-        self.layers, self.perturb = layers, perturb
+        self.layers = layers
 
     def compute_credit(self, x: Tensor, target: Tensor) -> Credit:
         clean = self.clean_pass(x, target)  # exact δ_L, target rows, per-sample L, f'(a_l)
