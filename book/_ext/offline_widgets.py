@@ -95,17 +95,26 @@ def _package_version(archive: tarfile.TarFile) -> str:
     return json.loads(_read_member(archive, "package/package.json"))["version"]
 
 
+def _require_tarballs(what: str, *tarballs: Path) -> None:
+    """Raise, naming the missing files and the command that fetches them, unless every tarball is there."""
+    missing = [str(p) for p in tarballs if not p.is_file()]
+    if missing:
+        raise OfflineWidgetsError(f"{ENV_FLAG}=1 needs the vendored {what}, missing: {', '.join(missing)}. "
+                                  "Run `make book OFFLINE=1` (it runs `python book/_ext/offline_widgets.py vendor`).")
+
+
+def _check_version(archive: tarfile.TarFile, tarball: Path, package: str, version: str) -> None:
+    if _package_version(archive) != version:
+        raise OfflineWidgetsError(f"{tarball} is not {package}@{version}")
+
+
 def unpack(vendor: Path, destination: Path, manager_version: str) -> list[str]:
     """Write embed-amd.js, its fonts and require.js from the vendored tarballs into ``destination``; return names."""
     manager_tgz, requirejs_tgz = (vendor / name for name in tarball_names(manager_version))
-    missing = [str(p) for p in (manager_tgz, requirejs_tgz) if not p.is_file()]
-    if missing:
-        raise OfflineWidgetsError(f"{ENV_FLAG}=1 needs the vendored widget JavaScript, missing: {', '.join(missing)}. "
-                                  "Run `make book OFFLINE=1` (it runs `python book/_ext/offline_widgets.py vendor`).")
+    _require_tarballs("widget JavaScript", manager_tgz, requirejs_tgz)
     files: dict[str, bytes] = {}
     with tarfile.open(manager_tgz) as archive:
-        if _package_version(archive) != manager_version:
-            raise OfflineWidgetsError(f"{manager_tgz} is not {HTML_MANAGER}@{manager_version}")
+        _check_version(archive, manager_tgz, HTML_MANAGER, manager_version)
         for name in archive.getnames():
             base = name.rsplit("/", 1)[-1]
             if name.startswith("package/dist/") and (base.endswith(FONT_SUFFIXES) or base in ("embed-amd.js",)):
@@ -113,8 +122,7 @@ def unpack(vendor: Path, destination: Path, manager_version: str) -> list[str]:
         files["html-manager.LICENSE.txt"] = _read_member(archive, "package/dist/embed.js.LICENSE.txt")
         files["html-manager.package.json"] = _read_member(archive, "package/package.json")
     with tarfile.open(requirejs_tgz) as archive:
-        if _package_version(archive) != REQUIREJS_VERSION:
-            raise OfflineWidgetsError(f"{requirejs_tgz} is not requirejs@{REQUIREJS_VERSION}")
+        _check_version(archive, requirejs_tgz, "requirejs", REQUIREJS_VERSION)
         files["require.js"] = _read_member(archive, "package/require.js")
         files["requirejs.package.json"] = _read_member(archive, "package/package.json")
     if "embed-amd.js" not in files:
@@ -144,13 +152,10 @@ def unpack_mathjax(vendor: Path, destination: Path) -> list[str]:
     """Write the MathJax files a page can load (:data:`MATHJAX_FILES`, in their es5/ layout) and the licence into
     ``destination``; remove anything else there. Returns the relative paths written."""
     tarball = vendor / mathjax_tarball_name()
-    if not tarball.is_file():
-        raise OfflineWidgetsError(f"{ENV_FLAG}=1 needs the vendored MathJax, missing: {tarball}. "
-                                  "Run `make book OFFLINE=1` (it runs `python book/_ext/offline_widgets.py vendor`).")
+    _require_tarballs("MathJax", tarball)
     files: dict[str, bytes] = {}
     with tarfile.open(tarball) as archive:
-        if _package_version(archive) != MATHJAX_VERSION:
-            raise OfflineWidgetsError(f"{tarball} is not mathjax@{MATHJAX_VERSION}")
+        _check_version(archive, tarball, "mathjax", MATHJAX_VERSION)
         for name in archive.getnames():
             found = MATHJAX_FILES.fullmatch(name.removeprefix("package/"))
             if found:
