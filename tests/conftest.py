@@ -13,6 +13,17 @@ def deterministic_tests():
 
 
 @pytest.fixture
+def one_thread():
+    """One torch thread for the test, restored afterwards. For modules of many small tensor operations (a module
+    opts in with ``pytestmark = pytest.mark.usefixtures("one_thread")``): on a busy 2-core machine, threads that
+    synchronise around tiny products make such tests several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def gen():
     """A fresh seeded generator."""
     return rng.make_generator(1234)

@@ -17,13 +17,7 @@ from credit_tutorial.training import fit
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are small: one thread avoids the cost of synchronising threads on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: see conftest.one_thread
 
 
 def tiny_net(seed=0, activation="tanh", dtype=F64, **options):

@@ -22,14 +22,7 @@ from credit_tutorial.flp.sine import sine_episode
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Lifetimes are long chains of tiny operations: extra threads only add synchronisation (and on a shared CPU
-    they spin), so these tests run on one thread and restore the setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: see conftest.one_thread
 
 
 def gen(seed):

@@ -14,13 +14,7 @@ from credit_tutorial.rules import LearnedFeedback, NodePerturbationLearning
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Many small tensor operations: one thread is faster than two on a busy 2-core machine (restored afterwards)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: see conftest.one_thread
 
 
 def test_ridge_equals_numpy_least_squares_with_penalty():

@@ -25,14 +25,7 @@ F64 = torch.float64
 OBJECTIVE = SquaredError()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tests run many small tensor operations: on a busy 2-core machine one thread is several times faster
-    than two competing ones. Restored afterwards, so other test modules are unaffected."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: see conftest.one_thread
 
 
 def small_network(sizes=(6, 7, 5, 3), activation="tanh", seed=0):

@@ -21,13 +21,7 @@ from conftest import make_classification
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: one thread avoids thread-pool stalls on a shared CPU (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: see conftest.one_thread
 
 
 def relu_net(sizes=(7, 6, 5, 4), seed=0, ensemble=None, bias=True, init="uniform:0.5", dtype=F64):

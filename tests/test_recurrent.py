@@ -17,13 +17,7 @@ from credit_tutorial.recurrent.task import BIT, CUE
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The RNN's matrices are tiny: one thread is fastest, and far faster when the machine is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: see conftest.one_thread
 
 
 # ---------------------------------------------------------------------------------------------- delayed XOR
