@@ -39,7 +39,7 @@ from .activations import Activation, get_activation
 from .feedback_learning import RidgeFeedback, SGDFeedback
 from .init import Init, as_init
 from .metrics import matrix_angle, mean_angle
-from .networks import LayerRecord, Trace
+from .networks import Trace, trace_layers
 from .objectives import Objective, get_objective
 from .propagation import accumulate_grad, broadcast_direct
 from .rules.base import BufferList, Credit, check_batch
@@ -228,15 +228,7 @@ class ConvNet(nn.Module):
 
     def trace_from(self, start: int, h: Tensor, noise: Sequence[Tensor | None] | None = None) -> Trace:
         """Run layers ``start+1 .. L`` on the flat activity ``h = h_start`` (node perturbation starts here)."""
-        layers = []
-        for index in range(start, self.n_layers):
-            a = self.pre_activation(index, h)
-            out = self.activations[index](a)
-            if noise is not None and noise[index] is not None:
-                out = out + noise[index]
-            layers.append(LayerRecord(presynaptic=h, pre_activation=a, activity=out))
-            h = out
-        return Trace(layers, perturbed=noise is not None)
+        return trace_layers(h, start, self.n_layers, self.pre_activation, self.activations, noise)
 
     def forward(self, x: Tensor) -> Tensor:
         """The output ``ŷ = h_L``, ``(batch, n_out)``."""

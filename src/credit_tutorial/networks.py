@@ -9,7 +9,7 @@ independent copies trained as one computation: its weights are then ``(K, n_out,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -42,6 +42,22 @@ class Trace:
     @property
     def input(self) -> Tensor:
         return self.layers[0].presynaptic
+
+
+def trace_layers(h: Tensor, start: int, n_layers: int, pre_activation: Callable[[int, Tensor], Tensor],
+                 activations: Sequence[Activation], noise: Sequence[Tensor | None] | None = None) -> Trace:
+    """Layers ``start+1 .. n_layers`` of any feedforward network, recorded: from ``h = h_start``, layer ``l``
+    computes ``a_l = pre_activation(l − 1, h_{l−1})`` and ``h_l = f_l(a_l)``, plus ``noise[l−1]`` when given (node
+    perturbation; the next layer receives the perturbed activity). 0-based ``start``: 0 is the input."""
+    layers = []
+    for index in range(start, n_layers):
+        a = pre_activation(index, h)
+        out = activations[index](a)
+        if noise is not None and noise[index] is not None:
+            out = out + noise[index]
+        layers.append(LayerRecord(presynaptic=h, pre_activation=a, activity=out))
+        h = out
+    return Trace(layers, perturbed=noise is not None)
 
 
 def linear(h: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -161,16 +177,9 @@ class MLP(nn.Module):
 
         Node perturbation uses this to begin its noisy pass at the first perturbed layer.
         """
-        layers = []
         weights, biases = self.weight_list(), self.bias_list()
-        for index in range(start, len(weights)):
-            a = linear(h, weights[index], biases[index])
-            out = self.activations[index](a)
-            if noise is not None and noise[index] is not None:
-                out = out + noise[index]
-            layers.append(LayerRecord(presynaptic=h, pre_activation=a, activity=out))
-            h = out
-        return Trace(layers, perturbed=noise is not None)
+        return trace_layers(h, start, len(weights), lambda index, h: linear(h, weights[index], biases[index]),
+                            self.activations, noise)
 
     def forward(self, x: Tensor) -> Tensor:
         """The network's output ``ŷ = h_L``."""
