@@ -86,6 +86,11 @@ class SoftmaxCrossEntropy(Objective):
     def output_gradient(self, output: Tensor, target: Tensor) -> Tensor:
         return torch.softmax(output, dim=-1) - one_hot(target, output.shape[-1], output.dtype)
 
+    def loss_and_gradient(self, output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """The gradient first: its one-hot encoding checks the labels' range before the loss indexes with them."""
+        gradient = self.output_gradient(output, target)
+        return self.per_sample(output, target), gradient
+
 
 OBJECTIVES = {"mse": SquaredError, "cross_entropy": SoftmaxCrossEntropy}
 
