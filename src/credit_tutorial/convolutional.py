@@ -40,9 +40,9 @@ from .feedback_learning import RidgeFeedback, SGDFeedback
 from .init import Init, as_init
 from .metrics import matrix_angle, mean_angle
 from .networks import Trace, trace_layers
-from .objectives import Objective, get_objective
+from .objectives import Objective
 from .propagation import accumulate_grad, broadcast_direct
-from .rules.base import BufferList, Credit, check_batch
+from .rules.base import BufferList, Credit, CreditAssignmentRule, check_batch
 
 
 # ---------------------------------------------------------------------------------------------------- the network
@@ -290,48 +290,21 @@ def local_gradients(network: ConvNet, trace: Trace, deltas: Sequence[Tensor]) ->
 
 
 # ---------------------------------------------------------------------------------------------------- the rules
-class ConvolutionalRule(nn.Module):
-    """Base class of the rules for :class:`ConvNet`, with the interface of :class:`rules.base.CreditAssignmentRule`
-    (``network``, ``objective``, ``generator``, ``compute_credit``, ``step``, ``divergence_hint``), so that
-    :func:`credit_tutorial.training.fit` trains it unchanged. Subclasses give :meth:`hidden_deltas`.
+class ConvolutionalRule(CreditAssignmentRule):
+    """Base class of the rules for :class:`ConvNet`: :class:`rules.base.CreditAssignmentRule` on a convolutional
+    network (one network, not an ensemble), so that :func:`credit_tutorial.training.fit` trains it unchanged. The
+    forward pass and the errors are the base class's; only the local gradients differ (convolutions share their
+    weights over positions). Subclasses give :meth:`hidden_deltas` (flat ``δ_l``, ``(batch, n_l)``).
     """
 
     short_name = "cnn-rule"
+    network_type = ConvNet
 
     def __init__(self, network: ConvNet, objective: str | Objective = "cross_entropy", *,
                  generator: rng.Generators = None):
-        super().__init__()
-        if not isinstance(network, ConvNet):
-            raise TypeError(f"network must be a credit_tutorial.convolutional.ConvNet, got {type(network).__name__}")
         if rng.is_ensemble(generator):
             raise ValueError("generator: rules for ConvNet take one torch.Generator (ensembles are not supported)")
-        self.network = network
-        self.objective = get_objective(objective)
-        self.generator = generator
-
-    def hidden_deltas(self, trace: Trace, output_delta: Tensor, derivatives: list[Tensor]) -> list[Tensor]:
-        """The rule's ``[δ_1, …, δ_{L−1}]`` (flat)."""
-        raise NotImplementedError
-
-    def feedback_matrices(self) -> list[Tensor] | None:
-        """The direct feedback matrices ``B_l`` (``(n_l, n_L)``), or ``None``."""
-        return None
-
-    def update_feedback(self, credit: Credit) -> None:
-        """Learn the feedback from this batch (no-op for fixed feedback)."""
-
-    def divergence_hint(self) -> str:
-        return ""
-
-    def compute_credit(self, x: Tensor, target: Tensor) -> Credit:
-        """Forward pass and error signals for one batch; writes nothing."""
-        with torch.no_grad():
-            trace = self.network.trace(x)
-            derivatives = self.network.derivatives(trace)
-            output_delta = derivatives[-1] * self.objective.output_gradient(trace.output, target)  # e = δ_L
-            deltas = self.hidden_deltas(trace, output_delta, derivatives) + [output_delta]
-            loss = self.objective(trace.output, target)
-        return Credit(trace=trace, output_delta=output_delta, deltas=deltas, loss=loss)
+        super().__init__(network, objective, generator=generator)
 
     def write_gradients(self, credit: Credit) -> None:
         """Accumulate every layer's local gradient given its ``δ_l`` into ``.grad`` (autograd's sign, batch mean)."""
@@ -341,18 +314,8 @@ class ConvolutionalRule(nn.Module):
                 accumulate_grad(self.network.biases[index], grad_b)
 
     def step(self, x: Tensor, target: Tensor, *, validate: bool = True) -> Credit:
-        """One batch: compute the credit, write ``.grad``, learn the feedback. Call ``optimizer.step()`` after."""
-        x = self.network.flatten_input(x)
-        if validate:
-            check_batch(self.network, x, target)
-        credit = self.compute_credit(x, target)
-        self.write_gradients(credit)
-        with torch.no_grad():
-            self.update_feedback(credit)
-        return credit
-
-    def extra_repr(self) -> str:
-        return f"objective={self.objective.name}"
+        """One batch (images or flat inputs): compute the credit, write ``.grad``, learn the feedback."""
+        return super().step(self.network.flatten_input(x), target, validate=validate)
 
 
 class ConvBackprop(ConvolutionalRule):

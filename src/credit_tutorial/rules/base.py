@@ -118,11 +118,14 @@ class CreditAssignmentRule(nn.Module):
     short_name = "rule"
     #: what the rule needs biologically, for the book's comparison table
     requirements: dict[str, bool] = {}
+    #: the class of network the rule trains (the convolutional rules set ConvNet)
+    network_type: type = MLP
 
     def __init__(self, network: MLP, objective: str | Objective = "mse", *, generator: rng.Generators = None):
         super().__init__()
-        if not isinstance(network, MLP):
-            raise TypeError(f"network must be a credit_tutorial.MLP, got {type(network).__name__}")
+        if not isinstance(network, self.network_type):
+            kind = self.network_type
+            raise TypeError(f"network must be a {kind.__module__}.{kind.__name__}, got {type(network).__name__}")
         self.network = network
         self.objective = get_objective(objective)
         self.generator = generator  # the rule's own random stream (feedback init, noise, actions)
